@@ -1,9 +1,9 @@
 """The `storage-token` console script.
 
-    storage-token run           run the operator (kopf) against the current kubeconfig
-    storage-token sandbox       local control plane + emulators + operator + samples
-    storage-token provider ...  check a provider account; issue/list/revoke keys
-    storage-token emulator ...  run a provider emulator on loopback
+storage-token run           run the operator (kopf) against the current kubeconfig
+storage-token sandbox       local control plane + emulators + operator + samples
+storage-token provider ...  check a provider account; issue/list/revoke keys
+storage-token emulator ...  run a provider emulator on loopback
 """
 
 from __future__ import annotations

@@ -49,13 +49,9 @@ def _log(message: str) -> None:
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(
-        cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
-        )
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc.stdout
 
 
@@ -135,7 +131,13 @@ def build_kubernetes(version: str = KUBERNETES_VERSION) -> tuple[Path, Path, Pat
     tmp_out.mkdir(exist_ok=True)
     _run(
         [
-            go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp_out) + "/",
+            go,
+            "build",
+            "-trimpath",
+            "-ldflags",
+            ldflags,
+            "-o",
+            str(tmp_out) + "/",
             "k8s.io/kubernetes/cmd/kube-apiserver",
             "k8s.io/kubernetes/cmd/kube-controller-manager",
         ],

@@ -9,6 +9,7 @@ from the command line).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import socket
 import threading
@@ -170,10 +171,8 @@ class EmulatorServer:
     @staticmethod
     def _drop(handler: BaseHTTPRequestHandler) -> None:
         handler.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             handler.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 def _is_error(response: Response) -> bool:

@@ -1,0 +1,54 @@
+"""Session fixtures for tests that need a real Kubernetes API server.
+
+By default a local etcd + kube-apiserver + kube-controller-manager is built
+(once, cached) and started for the session. `STO_KUBECONFIG` (or
+`KUBECONFIG`) naming an existing cluster's kubeconfig runs the same tests
+against that cluster instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_support import apply_crds, delete_namespace
+from kubernetes import client, config
+
+from storage_token.devcluster.controlplane import ClusterAccess, LocalControlPlane, existing_cluster
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[ClusterAccess]:
+    found = existing_cluster()
+    if found is not None:
+        yield found
+        return
+    with LocalControlPlane() as plane:
+        yield plane.access
+
+
+@pytest.fixture(scope="session")
+def api(cluster: ClusterAccess) -> Iterator[client.ApiClient]:
+    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    apply_crds(api_client, REPO / "crds")
+    yield api_client
+    api_client.close()
+
+
+@pytest.fixture
+def namespace(api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    delete_namespace(api, name)
