@@ -94,7 +94,9 @@ class EmulatorServer:
             request_queue_size = 1024
 
         self._httpd = Server((self._host, self._port), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"{self.name}-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{self.name}-emulator", daemon=True
+        )
         self._thread.start()
         return self
 

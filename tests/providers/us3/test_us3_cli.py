@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -47,9 +48,10 @@ def test_check_prints_the_account(emulator: US3Emulator, capsys: pytest.CaptureF
     assert result == {
         "ok": True,
         "provider": "us3",
-        "accountId": PUBLIC_KEY,
+        "accountId": "pk-" + hashlib.sha256(PUBLIC_KEY.encode()).hexdigest()[:12],
         "endpoint": "https://s3-cn-bj.ufileos.com",
     }
+    assert PUBLIC_KEY not in json.dumps(result)
 
 
 def test_issue_list_revoke(emulator: US3Emulator, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ deleted before creating again, so an intent never leaves two tokens behind.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -80,7 +81,8 @@ class US3Provider:
         where = f" in {self.region}" if self.region else ""
         return AccountInfo(
             provider=self.kind,
-            account_id=self.public_key,
+            # The public key is half a credential: name the account by a fingerprint of it.
+            account_id=f"pk-{hashlib.sha256(self.public_key.encode()).hexdigest()[:12]}",
             endpoint=self.s3_endpoint,
             detail=f"{len(tokens)} token(s){where}",
         )
