@@ -68,5 +68,6 @@ def build_provider(
             transport=transport,
             retry=policy,
             timeout=timeout,
+            s3_endpoint=s3_endpoint,
         )
     raise ValueError(f"unknown provider kind {kind!r}; known: {', '.join(KINDS)}")
