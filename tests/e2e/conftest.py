@@ -17,6 +17,7 @@ from e2e_support import apply_crds, delete_namespace
 from kubernetes import client, config
 
 from storage_token.devcluster.controlplane import ClusterAccess, LocalControlPlane, existing_cluster
+from storage_token.sandbox import Emulators, OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,3 +53,33 @@ def namespace(api: client.ApiClient) -> Iterator[str]:
     client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     delete_namespace(api, name)
+
+
+OPERATOR_NAMESPACE = "sto-e2e-system"
+
+
+@pytest.fixture(scope="session")
+def emulators() -> Iterator[Emulators]:
+    started = Emulators.start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: ClusterAccess, api: client.ApiClient, emulators: Emulators, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator as a process for the whole session (tests that kill it start their own)."""
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=OPERATOR_NAMESPACE)))
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(
+        cluster.kubeconfig,
+        log_path,
+        cluster_id="e2e",
+        operator_namespace=OPERATOR_NAMESPACE,
+        env={"STO_SWEEP_INTERVAL": "5s", "STO_SWEEP_MIN_AGE": "20s", "STO_PROVIDER_RECHECK_INTERVAL": "30s"},
+    ).start()
+    yield process
+    process.stop()
+    delete_namespace(api, OPERATOR_NAMESPACE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from kubernetes import client
@@ -91,3 +91,95 @@ def service_account_client(api: client.ApiClient, namespace: str, name: str) -> 
 
 def storage_token(name: str, **spec: object) -> dict[str, object]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "StorageToken", "metadata": {"name": name}, "spec": spec}
+
+
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+def get_token(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "storagetokens", name)
+    return result
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for entry in (obj.get("status") or {}).get("conditions") or ():
+        if entry.get("type") == type_:
+            return dict(entry)
+    return {}
+
+
+def wait_condition(
+    api: client.ApiClient, namespace: str, name: str, status: str, reason: str | None = None, timeout: float = 60
+) -> dict[str, Any]:
+    """Wait until the token's Ready condition has `status` (and `reason`); return the token."""
+
+    def probe() -> dict[str, Any] | None:
+        token = get_token(api, namespace, name)
+        ready = condition(token, "Ready")
+        if ready.get("status") == status and (reason is None or ready.get("reason") == reason):
+            return token
+        return None
+
+    try:
+        return wait_for(probe, timeout, f"{namespace}/{name} Ready={status} {reason or ''}")
+    except AssertionError:
+        token = get_token(api, namespace, name)
+        raise AssertionError(
+            f"{namespace}/{name} never reached Ready={status} {reason}: {token.get('status')}"
+        ) from None
+
+
+def events_for(api: client.ApiClient, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the events about object `name` in `namespace`."""
+    events = client.CoreV1Api(api).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    return [(e.type, e.reason, e.message) for e in events.items]
+
+
+def secret_data(api: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
+    import base64
+
+    secret = client.CoreV1Api(api).read_namespaced_secret(name, namespace)
+    return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+
+def apply_provider(api: client.ApiClient, emulators: Any, kind: str, namespace: str, name: str, **extra: Any) -> None:
+    """Create the credentials Secret and a StorageProvider for emulator `kind`, and wait until it is Ready."""
+    secret = emulators.credentials_secret(kind, f"{name}-credentials", namespace)
+    client.CoreV1Api(api).create_namespaced_secret(namespace, secret)
+    body = emulators.provider(kind, name, namespace, f"{name}-credentials", **extra)
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, namespace, "storageproviders", body)
+
+    def ready() -> bool:
+        obj = custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "storageproviders", name)
+        return condition(obj, "Ready").get("status") == "True"
+
+    wait_for(ready, 60, f"provider {namespace}/{name} Ready")
+
+
+def create_token(api: client.ApiClient, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
+    body = storage_token(name, **spec)
+    result: dict[str, Any] = custom(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "storagetokens", body
+    )
+    return result
+
+
+def patch_token(api: client.ApiClient, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    custom(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, "storagetokens", name, patch)
+
+
+def delete_token(api: client.ApiClient, namespace: str, name: str) -> None:
+    custom(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, "storagetokens", name)
+
+
+def wait_event(api: client.ApiClient, namespace: str, name: str, reason: str, timeout: float = 30) -> tuple[str, str]:
+    """Wait for an event with `reason` about `name`; return its (type, message)."""
+
+    def probe() -> tuple[str, str] | None:
+        for kind, found, message in events_for(api, namespace, name):
+            if found == reason:
+                return kind, message
+        return None
+
+    return wait_for(probe, timeout, f"a {reason} event about {namespace}/{name}")

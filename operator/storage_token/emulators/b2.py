@@ -39,11 +39,9 @@ import argparse
 import base64
 import binascii
 import collections
-import contextlib
 import json
 import re
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -116,21 +114,6 @@ class B2Emulator(EmulatorServer):
             "b2_list_keys": self.store.list_keys,
             "b2_list_buckets": self.store.list_buckets,
         }
-
-    # -- lifecycle: two latency fixes the shared base could adopt ------------------
-    def start(self) -> B2Emulator:
-        super().start()
-        assert self._httpd is not None
-        # Headers and body go out as two writes: without TCP_NODELAY each answer waits ~40 ms for a delayed ACK.
-        self._httpd.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            # serve_forever only notices shutdown when its 0.5 s select wakes up: wake it with a connection.
-            address = self._httpd.server_address[:2]
-            threading.Timer(0.01, _poke, args=(str(address[0]), int(address[1]))).start()
-        super().stop()
 
     @property
     def account_id(self) -> str:
@@ -282,11 +265,6 @@ class B2Emulator(EmulatorServer):
             self.store.tokens.clear()
             self.counters.clear()
             self.version_counts.clear()
-
-
-def _poke(host: str, port: int) -> None:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
-        pass
 
 
 def _basic_credentials(header: str) -> tuple[str, str]:

@@ -142,6 +142,7 @@ class KeyStore:
             name: f"b2b{hashlib.sha256((self.account_id + name).encode()).hexdigest()[:21]}" for name in buckets
         }
         self.keys: dict[str, Key] = {}
+        self.issued_secrets: list[str] = []  # every key secret ever handed out (leak scans look for them)
         self.tokens: dict[str, Token] = {}
         self._ids = itertools.count(1)
         for key_id, secret in master_keys.items():
@@ -248,6 +249,7 @@ class KeyStore:
             multi_bucket=version >= 4 and bool(bucket_ids),
         )
         self.keys[key.key_id] = key
+        self.issued_secrets.append(key.secret)
         return {**self._describe(key, version), "applicationKey": key.secret}
 
     def delete_key(self, version: int, caller: Key, body: dict[str, Any]) -> dict[str, Any]:

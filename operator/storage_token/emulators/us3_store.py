@@ -150,6 +150,7 @@ class TokenStore:
         self.projects = projects  # None: every ProjectId exists
         self.regions = frozenset(self.buckets.values()) | {default_region}
         self.tokens: dict[str, StoredToken] = {}
+        self.issued_secrets: list[str] = []  # every private key ever handed out (leak scans look for them)
         self._now = now
 
     # -- actions ------------------------------------------------------------
@@ -198,6 +199,7 @@ class TokenStore:
             black_ips=black_ips,
             white_ips=white_ips,
         )
+        self.issued_secrets.append(token.private_key)
         self.tokens[token.token_id] = token
         return {"TokenId": token.token_id, "UFileTokenSet": token.payload(full=True)}
 

@@ -1,0 +1,96 @@
+"""Gather, then decide: read everything a token's checks need into one frozen PolicyInput."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from storage_token.config import Settings
+from storage_token.kube.api import Kube
+from storage_token.model.conditions import condition
+from storage_token.model.provider import CLUSTER_KIND, ProviderSpec
+from storage_token.model.token import ProviderRef, TokenSpec, TokenStatus
+from storage_token.policy import reasons
+from storage_token.policy.inputs import PolicyInput, ProviderState
+from storage_token.policy.namespaces import namespace_admitted
+from storage_token.secret_writer import key_id_hash, secret_state
+
+RENEW_ANNOTATION = "storagetoken.dev/renew"
+# Spec fields whose change needs a new key; timing, grace and restart targets apply without one.
+_KEY_FIELDS = (
+    "providerRef",
+    "permissions",
+    "rawCapabilities",
+    "buckets",
+    "prefixes",
+    "allowIPs",
+    "denyIPs",
+    "duration",
+    "secret",
+)
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    relevant = {k: spec.get(k) for k in _KEY_FIELDS}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+async def resolve_provider(kube: Kube, settings: Settings, ref: ProviderRef, namespace: str) -> ProviderState:
+    cluster = ref.kind == CLUSTER_KIND
+    body = await kube.get_object(ref.kind, None if cluster else namespace, ref.name)
+    if body is None:
+        where = "" if cluster else f" in namespace {namespace!r}"
+        return ProviderState(
+            problem_reason=reasons.PROVIDER_NOT_FOUND, problem_message=f"{ref.kind} {ref.name!r} not found{where}"
+        )
+    provider = ProviderSpec.parse(body, credentials_namespace=settings.operator_namespace)
+    labels: dict[str, str] = {}
+    if cluster:
+        ns = await kube.get_namespace(namespace)
+        labels = ((ns or {}).get("metadata") or {}).get("labels") or {}
+    refusal = namespace_admitted(provider, namespace, labels)
+    if refusal:
+        return ProviderState(spec=provider, problem_reason=reasons.NAMESPACE_NOT_ALLOWED, problem_message=refusal)
+    ready = condition((body.get("status") or {}).get("conditions"), "Ready")
+    if ready is None or ready.get("status") != "True":
+        message = (ready or {}).get("message") or "its credentials were not verified yet"
+        return ProviderState(
+            spec=provider,
+            problem_reason=reasons.PROVIDER_NOT_READY,
+            problem_message=f"{ref.kind} {ref.name!r} is not ready: {message}",
+        )
+    return ProviderState(spec=provider, ready=True)
+
+
+async def gather(
+    kube: Kube,
+    settings: Settings,
+    token: dict[str, Any],
+    spec: TokenSpec,
+    now: datetime,
+    key_live: bool | None,
+) -> tuple[PolicyInput, dict[str, Any] | None]:
+    """The policy input and the Secret as read (the writer replaces it at that version)."""
+    meta = token["metadata"]
+    status = TokenStatus.parse(token.get("status"))
+    provider = await resolve_provider(kube, settings, spec.provider_ref, meta["namespace"])
+    secret = await kube.get_secret(meta["namespace"], spec.secret.name)
+    value = PolicyInput(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        generation=int(meta.get("generation") or 0),
+        spec=spec,
+        spec_hash=spec_hash(token.get("spec") or {}),
+        status=status,
+        secret=secret_state(secret, meta["uid"]),
+        provider=provider,
+        now=now,
+        renew_request=(meta.get("annotations") or {}).get(RENEW_ANNOTATION, ""),
+        handled_renew_request=status.handled_renew_request,
+        key_live=key_live,
+        current_key_id_hash=key_id_hash(status.key_id) if status.key_id else "",
+    )
+    return value, secret

@@ -1,0 +1,196 @@
+"""Wires the reconcilers to watch events: caches, queues, workers, the periodic sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+from storage_token import metrics
+from storage_token.config import Settings
+from storage_token.controllers.providers import ProviderController
+from storage_token.controllers.runtime import Workers, WorkQueue
+from storage_token.controllers.sweep import References, Sweeper
+from storage_token.controllers.tokens import TokenController
+from storage_token.kube.api import Kube
+from storage_token.kube.events import EventRecorder
+from storage_token.model.provider import CLUSTER_KIND, ProviderSpec
+from storage_token.model.token import TokenStatus
+from storage_token.provider_pool import ProviderPool
+from storage_token.providers.errors import ProviderError
+from storage_token.secret_writer import LABEL_TOKEN
+
+log = logging.getLogger(__name__)
+
+TokenKey = tuple[str, str]  # namespace, name
+ProviderKey = tuple[str, str, str]  # kind, namespace ("" for cluster), name
+
+
+def _resource_version(body: dict[str, Any]) -> int:
+    value = (body.get("metadata") or {}).get("resourceVersion") or "0"
+    return int(value) if value.isdigit() else 0
+
+
+class Manager:
+    def __init__(self, kube: Kube, settings: Settings) -> None:
+        self.kube, self.settings = kube, settings
+        self.pool = ProviderPool(kube, timeout=settings.provider_timeout)
+        self.events = EventRecorder(kube)
+        self.tokens = TokenController(kube, self.pool, self.events, settings)
+        self.providers = ProviderController(kube, self.pool, self.events, settings)
+        self.sweeper = Sweeper(settings)
+        self.token_cache: dict[TokenKey, dict[str, Any]] = {}
+        self.provider_cache: dict[ProviderKey, dict[str, Any]] = {}
+        self.token_queue: WorkQueue[TokenKey] = WorkQueue()
+        self.provider_queue: WorkQueue[ProviderKey] = WorkQueue()
+        self._token_workers = Workers("tokens", self.token_queue, self._reconcile_token, settings.workers)
+        self._provider_workers = Workers("providers", self.provider_queue, self._reconcile_provider, 2)
+        self._sweep_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        self._token_workers.start()
+        self._provider_workers.start()
+        self._sweep_task = asyncio.create_task(self._sweep_forever(), name="sweep")
+
+    async def stop(self) -> None:
+        await self._token_workers.stop()
+        await self._provider_workers.stop()
+        if self._sweep_task is not None:
+            self._sweep_task.cancel()
+            await asyncio.gather(self._sweep_task, return_exceptions=True)
+        await self.pool.aclose()
+        self.kube.close()
+
+    # -- watch events -----------------------------------------------------------------
+    def _remember(self, cache: dict[Any, dict[str, Any]], key: Any, body: dict[str, Any]) -> None:
+        """Keep the newest body: a watch event may arrive after our own write's response."""
+        current = cache.get(key)
+        if current is None or _resource_version(body) >= _resource_version(current):
+            cache[key] = body
+
+    def on_token_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if event_type == "DELETED":
+            self.token_cache.pop(key, None)
+            self.token_queue.forget(key)
+            metrics.forget_token(*key)
+            return
+        self._remember(self.token_cache, key, body)
+        self.token_queue.add(key)
+
+    def on_provider_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        kind = body.get("kind") or "StorageProvider"
+        key = (kind, "" if kind == CLUSTER_KIND else meta.get("namespace", ""), meta["name"])
+        if event_type == "DELETED":
+            self.provider_cache.pop(key, None)
+            self.provider_queue.forget(key)
+            self._enqueue_tokens_of(key)
+            return
+        previous = self.provider_cache.get(key)
+        self._remember(self.provider_cache, key, body)
+        # Status-only changes (our own writes) don't need a new credentials check.
+        if previous is None or previous["metadata"].get("generation") != meta.get("generation"):
+            self.provider_queue.add(key)
+
+    def on_secret_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        token = (meta.get("labels") or {}).get(LABEL_TOKEN)
+        if token:
+            self.token_queue.add((namespace, token))
+        for key, provider in list(self.provider_cache.items()):
+            spec = ProviderSpec.parse(provider, credentials_namespace=self.settings.operator_namespace)
+            if spec.namespace == namespace and spec.credentials_secret == name:
+                self.provider_queue.add(key)
+        # A Secret of a token's name may appear or vanish without our label (conflicts, deletions).
+        for (token_namespace, token_name), token_body in list(self.token_cache.items()):
+            if token_namespace != namespace:
+                continue
+            secret_name = ((token_body.get("spec") or {}).get("secret") or {}).get("name") or token_name
+            if secret_name == name and token_name != token:
+                self.token_queue.add((token_namespace, token_name))
+
+    def _enqueue_tokens_of(self, provider: ProviderKey) -> None:
+        kind, namespace, name = provider
+        for key, body in list(self.token_cache.items()):
+            ref = (body.get("spec") or {}).get("providerRef") or {}
+            same = (ref.get("kind") or "StorageProvider") == kind and ref.get("name") == name
+            if same and (kind == CLUSTER_KIND or key[0] == namespace):
+                self.token_queue.add(key)
+
+    # -- reconciles ----------------------------------------------------------------------
+    async def _reconcile_token(self, key: TokenKey) -> datetime | None:
+        body = self.token_cache.get(key)
+        if body is None:
+            return None
+        outcome = await self.tokens.reconcile(body)
+        if outcome.body is not None:
+            self._remember(self.token_cache, key, outcome.body)
+            self._publish_token_metrics(key, outcome.body)
+        return outcome.wakeup
+
+    def _publish_token_metrics(self, key: TokenKey, body: dict[str, Any]) -> None:
+        raw = body.get("status") or {}
+        status = TokenStatus.parse(raw)
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in raw.get("conditions") or ())
+        metrics.record_token(
+            key[0],
+            key[1],
+            ready,
+            status.not_after.timestamp() if status.not_after else None,
+            status.renewal_time.timestamp() if status.renewal_time else None,
+            len(status.pending_revocations),
+        )
+
+    async def _reconcile_provider(self, key: ProviderKey) -> datetime | None:
+        body = self.provider_cache.get(key)
+        if body is None:
+            return None
+        wakeup, changed = await self.providers.reconcile(body)
+        if changed:
+            self._enqueue_tokens_of(key)
+        return wakeup
+
+    # -- sweep -----------------------------------------------------------------------------
+    async def _sweep_forever(self) -> None:
+        interval = self.settings.sweep_interval.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            started = time.monotonic()
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("sweep failed")
+            log.debug("sweep took %.2fs", time.monotonic() - started)
+
+    async def sweep_once(self) -> None:
+        tokens = list(self.token_cache.values())
+        references = References.of(tokens)
+        for body in list(self.provider_cache.values()):
+            if not any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (body.get("status") or {}).get("conditions") or ()
+            ):
+                continue
+            spec = ProviderSpec.parse(body, credentials_namespace=self.settings.operator_namespace)
+            provider_name = f"{spec.kind}/{spec.name}"
+            mine: dict[str, tuple[str, str]] = {}
+            for token in tokens:
+                status = TokenStatus.parse(token.get("status"))
+                in_scope = spec.kind == CLUSTER_KIND or token["metadata"]["namespace"] == spec.namespace
+                if status.key_id and status.provider == provider_name and in_scope:
+                    mine[status.key_id] = (token["metadata"]["namespace"], token["metadata"]["name"])
+            try:
+                handle = await self.pool.get(spec)
+                result = await self.sweeper.sweep(handle, references, set(mine))
+            except ProviderError as error:
+                log.warning("sweep of %s skipped: %s", provider_name, error)
+                continue
+            for key_id in result.missing:
+                self.tokens.missing_keys.add(key_id)
+                self.token_queue.add(mine[key_id])

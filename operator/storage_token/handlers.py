@@ -1,0 +1,90 @@
+"""kopf wiring: every handler is a docstring and one call into the Manager.
+
+Watch events only feed caches and queues (`on.event`), so kopf keeps no
+per-object progress of its own; finalizers, status and scheduling belong to
+the controllers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from storage_token.config import Settings
+from storage_token.controllers.manager import Manager
+from storage_token.kube.api import Kube, load_api_client
+from storage_token.model.token import API_GROUP, API_VERSION
+
+log = logging.getLogger(__name__)
+SETTINGS_KEY = "storage_token_settings"
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Apply our settings to kopf and start the controllers."""
+    ours: Settings = memo[SETTINGS_KEY]
+    settings.persistence.finalizer = f"{API_GROUP}/kopf"  # unused by on.event; named ours anyway
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=API_GROUP)
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.peering.name = ours.peering or "storage-token-operator"
+    settings.peering.standalone = ours.standalone
+    settings.peering.mandatory = not ours.standalone
+    manager = Manager(Kube(load_api_client(ours.kubeconfig)), ours)
+    memo["manager"] = manager
+    manager.start()
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the controllers and close provider connections."""
+    manager: Manager | None = memo.get("manager")
+    if manager is not None:
+        await manager.stop()
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "storagetokens")
+def token_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+    """A StorageToken changed: queue its reconcile."""
+    memo["manager"].on_token_event(type, dict(body))
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "storageproviders")
+def provider_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+    """A StorageProvider changed: queue a credentials check."""
+    memo["manager"].on_provider_event(type, _with_kind(body, "StorageProvider"))
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "clusterstorageproviders")
+def cluster_provider_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+    """A ClusterStorageProvider changed: queue a credentials check."""
+    memo["manager"].on_provider_event(type, _with_kind(body, "ClusterStorageProvider"))
+
+
+@kopf.on.event("v1", "secrets")
+def secret_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+    """A Secret changed: a token's Secret (drift), provider credentials (re-verify), or a name conflict."""
+    memo["manager"].on_secret_event(type, _metadata_only(body))
+
+
+def _with_kind(body: kopf.Body, kind: str) -> dict[str, Any]:
+    result = dict(body)
+    result.setdefault("kind", kind)
+    return result
+
+
+def _metadata_only(body: kopf.Body) -> dict[str, Any]:
+    """Secret data never leaves this function: only names and labels are needed."""
+    meta = body.get("metadata") or {}
+    return {
+        "metadata": {
+            "namespace": meta.get("namespace"),
+            "name": meta.get("name"),
+            "labels": dict(meta.get("labels") or {}),
+            "resourceVersion": meta.get("resourceVersion"),
+        }
+    }

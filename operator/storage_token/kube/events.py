@@ -1,0 +1,59 @@
+"""Kubernetes Events about our objects (core/v1), posted without blocking the reconcile."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from storage_token.kube.api import Kube
+from storage_token.model.times import format_time
+
+log = logging.getLogger(__name__)
+COMPONENT = "storage-token-operator"
+
+
+class EventRecorder:
+    def __init__(self, kube: Kube, component: str = COMPONENT) -> None:
+        self.kube = kube
+        self.component = component
+
+    async def record(self, obj: dict[str, Any], kind: str, reason: str, message: str, warning: bool = False) -> None:
+        """Post an event about `obj`. Messages are built by the operator and never hold key material."""
+        meta = obj.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        now = format_time(datetime.now(UTC))
+        body = {
+            "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": kind,
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.kube.create_event(namespace, body)
+        except ApiException as error:  # an event is best effort: never fail the reconcile for it
+            log.warning(
+                "could not post event %s for %s/%s: %s %s",
+                reason,
+                namespace,
+                meta.get("name"),
+                error.status,
+                error.reason,
+            )
+        except OSError as error:
+            log.warning("could not post event %s for %s/%s: %s", reason, namespace, meta.get("name"), error)

@@ -1,0 +1,80 @@
+"""Prometheus metrics behind small functions; handlers never touch the client library directly.
+
+Labels never carry key material: provider type, call, outcome, namespace/name of a token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+NAMESPACE = "storage_token"
+
+ISSUANCES = Counter(f"{NAMESPACE}_issuances_total", "Keys issued, by provider type and result", ["provider", "result"])
+REVOCATIONS = Counter(f"{NAMESPACE}_revocations_total", "Key revocations, by result", ["result"])
+RECONCILES = Counter(f"{NAMESPACE}_reconciles_total", "Reconciles, by resource kind and result", ["kind", "result"])
+PROVIDER_CALLS = Histogram(
+    f"{NAMESPACE}_provider_call_seconds",
+    "Provider API calls: latency by provider type, call and outcome",
+    ["provider", "call", "outcome"],
+)
+RATE_LIMIT_WAIT = Counter(
+    f"{NAMESPACE}_rate_limit_wait_seconds_total", "Time spent waiting for a provider rate limit", ["provider"]
+)
+TOKEN_EXPIRY = Gauge(f"{NAMESPACE}_token_expiry_timestamp_seconds", "Expiry of the current key", ["namespace", "name"])
+TOKEN_RENEWAL = Gauge(
+    f"{NAMESPACE}_token_renewal_timestamp_seconds", "When the next key is issued", ["namespace", "name"]
+)
+TOKEN_READY = Gauge(f"{NAMESPACE}_token_ready", "1 when the token's Secret holds a valid key", ["namespace", "name"])
+PENDING_REVOCATIONS = Gauge(
+    f"{NAMESPACE}_pending_revocations", "Replaced keys waiting to be revoked", ["namespace", "name"]
+)
+QUEUE_DEPTH = Gauge(f"{NAMESPACE}_work_queue_depth", "Objects waiting for a reconcile")
+
+
+def record_issuance(provider: str, result: str) -> None:
+    ISSUANCES.labels(provider, result).inc()
+
+
+def record_revocation(result: str) -> None:
+    REVOCATIONS.labels(result).inc()
+
+
+def record_reconcile(kind: str, result: str) -> None:
+    RECONCILES.labels(kind, result).inc()
+
+
+def record_provider_call(provider: str, call: str, outcome: str, seconds: float) -> None:
+    PROVIDER_CALLS.labels(provider, call, outcome).observe(seconds)
+
+
+def record_rate_limit_wait(provider: str, seconds: float) -> None:
+    if seconds > 0:
+        RATE_LIMIT_WAIT.labels(provider).inc(seconds)
+
+
+def record_token(
+    namespace: str, name: str, ready: bool, expires: float | None, renews: float | None, pending: int
+) -> None:
+    TOKEN_READY.labels(namespace, name).set(1 if ready else 0)
+    if expires is not None:
+        TOKEN_EXPIRY.labels(namespace, name).set(expires)
+    if renews is not None:
+        TOKEN_RENEWAL.labels(namespace, name).set(renews)
+    PENDING_REVOCATIONS.labels(namespace, name).set(pending)
+
+
+def forget_token(namespace: str, name: str) -> None:
+    for gauge in (TOKEN_READY, TOKEN_EXPIRY, TOKEN_RENEWAL, PENDING_REVOCATIONS):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)
+
+
+def set_queue_depth(depth: int) -> None:
+    QUEUE_DEPTH.set(depth)
+
+
+def serve(port: int) -> None:
+    if port:
+        start_http_server(port)

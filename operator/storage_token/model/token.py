@@ -1,0 +1,182 @@
+"""StorageToken spec and status as frozen values, parsed from the API object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from storage_token.model.durations import parse_duration
+from storage_token.model.times import format_time, parse_time
+
+API_GROUP = "storagetoken.dev"
+API_VERSION = "v1alpha1"
+
+
+@dataclass(frozen=True)
+class ProviderRef:
+    kind: str  # StorageProvider | ClusterStorageProvider
+    name: str
+
+
+@dataclass(frozen=True)
+class SecretTemplate:
+    preset: str = "default"
+    data: Mapping[str, str] = field(default_factory=dict)
+    include_preset: bool = True
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    template: SecretTemplate = field(default_factory=SecretTemplate)
+
+
+@dataclass(frozen=True)
+class RestartTarget:
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    provider_ref: ProviderRef
+    permissions: tuple[str, ...]
+    duration: timedelta
+    secret: SecretSpec
+    buckets: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    allow_ips: tuple[str, ...] = ()
+    deny_ips: tuple[str, ...] = ()
+    raw_capabilities: tuple[str, ...] = ()
+    renew_before: timedelta | None = None
+    renew_before_percentage: int | None = None
+    revoke_grace_period: timedelta = timedelta(minutes=5)
+    deletion_policy: str = "Revoke"
+    restart_targets: tuple[RestartTarget, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any], default_secret_name: str) -> TokenSpec:
+        """Parse an API spec (defaults applied by the API server; re-applied here for safety)."""
+        ref = spec.get("providerRef") or {}
+        secret = spec.get("secret") or {}
+        template = secret.get("template") or {}
+        renew_before = spec.get("renewBefore")
+        return cls(
+            provider_ref=ProviderRef(ref.get("kind") or "StorageProvider", ref.get("name") or ""),
+            permissions=tuple(spec.get("permissions") or ()),
+            duration=parse_duration(spec.get("duration") or "24h"),
+            secret=SecretSpec(
+                name=secret.get("name") or default_secret_name,
+                labels=dict(secret.get("labels") or {}),
+                annotations=dict(secret.get("annotations") or {}),
+                template=SecretTemplate(
+                    preset=template.get("preset") or "default",
+                    data=dict(template.get("data") or {}),
+                    include_preset=template.get("includePreset", True),
+                ),
+            ),
+            buckets=tuple(spec.get("buckets") or ()),
+            prefixes=tuple(spec.get("prefixes") or ()),
+            allow_ips=tuple(spec.get("allowIPs") or ()),
+            deny_ips=tuple(spec.get("denyIPs") or ()),
+            raw_capabilities=tuple(spec.get("rawCapabilities") or ()),
+            renew_before=parse_duration(renew_before) if renew_before else None,
+            renew_before_percentage=spec.get("renewBeforePercentage"),
+            revoke_grace_period=parse_duration(spec.get("revokeGracePeriod") or "5m"),
+            deletion_policy=spec.get("deletionPolicy") or "Revoke",
+            restart_targets=tuple(RestartTarget(t["kind"], t["name"]) for t in spec.get("restartTargets") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class PendingRevocation:
+    key_id: str
+    key_name: str
+    due_at: datetime
+    provider: str = ""  # Kind/name of the provider that issued it
+    not_after: datetime | None = None
+    attempts: int = 0
+    last_error: str = ""
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> PendingRevocation:
+        return cls(
+            key_id=raw["keyId"],
+            key_name=raw.get("keyName", ""),
+            provider=raw.get("provider", ""),
+            due_at=parse_time(raw.get("dueAt")) or datetime.min.replace(tzinfo=UTC),
+            not_after=parse_time(raw.get("notAfter")),
+            attempts=int(raw.get("attempts", 0)),
+            last_error=raw.get("lastError", ""),
+        )
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "keyId": self.key_id,
+            "keyName": self.key_name,
+            "provider": self.provider,
+            "dueAt": format_time(self.due_at),
+            "notAfter": format_time(self.not_after),
+            "attempts": self.attempts,
+            "lastError": self.last_error,
+        }
+
+
+@dataclass(frozen=True)
+class Intent:
+    key_name: str
+    revision: int
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    """What the operator recorded; empty for a new token."""
+
+    key_id: str = ""
+    key_name: str = ""
+    secret_name: str = ""
+    provider_type: str = ""
+    provider: str = ""  # Kind/name that issued the current key
+    handled_renew_request: str = ""
+    not_after: datetime | None = None
+    issued_at: datetime | None = None
+    renewal_time: datetime | None = None
+    revision: int = 0
+    spec_hash: str = ""
+    intent: Intent | None = None
+    failed_attempts: int = 0
+    next_attempt: datetime | None = None
+    pending_revocations: tuple[PendingRevocation, ...] = ()
+    observed_generation: int = 0
+
+    @classmethod
+    def parse(cls, status: Mapping[str, Any] | None) -> TokenStatus:
+        status = status or {}
+        intent = status.get("intent") or None
+        return cls(
+            key_id=status.get("keyId") or "",
+            key_name=status.get("keyName") or "",
+            secret_name=status.get("secretName") or "",
+            provider_type=status.get("providerType") or "",
+            provider=status.get("provider") or "",
+            handled_renew_request=status.get("handledRenewRequest") or "",
+            not_after=parse_time(status.get("notAfter")),
+            issued_at=parse_time(status.get("issuedAt")),
+            renewal_time=parse_time(status.get("renewalTime")),
+            revision=int(status.get("revision") or 0),
+            spec_hash=status.get("specHash") or "",
+            intent=(
+                Intent(intent.get("keyName", ""), int(intent.get("revision") or 0), parse_time(intent.get("since")))
+                if intent and intent.get("keyName")
+                else None
+            ),
+            failed_attempts=int(status.get("failedAttempts") or 0),
+            next_attempt=parse_time(status.get("nextAttempt")),
+            pending_revocations=tuple(PendingRevocation.parse(p) for p in status.get("pendingRevocations") or ()),
+            observed_generation=int(status.get("observedGeneration") or 0),
+        )

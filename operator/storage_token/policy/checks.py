@@ -1,0 +1,172 @@
+"""The check chains. Each check looks at a PolicyInput and returns a Verdict or None; first hit wins.
+
+`BLOCKERS` say why no key may be issued now (Ready=False, no provider call).
+`TRIGGERS` say why a key must be issued now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from storage_token.policy import reasons
+from storage_token.policy.ceiling import ceiling_violation, provider_rule_violation
+from storage_token.policy.inputs import PolicyInput
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: str
+    message: str
+
+
+Check = Callable[[PolicyInput], Verdict | None]
+
+
+def first(chain: Sequence[Check], value: PolicyInput) -> Verdict | None:
+    for check in chain:
+        verdict = check(value)
+        if verdict is not None:
+            return verdict
+    return None
+
+
+# -- blockers ---------------------------------------------------------------
+def provider_unusable(value: PolicyInput) -> Verdict | None:
+    provider = value.provider
+    if provider.spec is None or not provider.ready:
+        reason = provider.problem_reason or reasons.PROVIDER_NOT_READY
+        message = provider.problem_message or f"provider {value.spec.provider_ref.name!r} is not ready"
+        return Verdict(reason, message)
+    return None
+
+
+def beyond_ceiling(value: PolicyInput) -> Verdict | None:
+    assert value.provider.spec is not None
+    message = ceiling_violation(value.spec, value.provider.spec.ceiling)
+    return Verdict(reasons.POLICY_VIOLATION, message) if message else None
+
+
+def against_provider_rules(value: PolicyInput) -> Verdict | None:
+    assert value.provider.spec is not None
+    message = provider_rule_violation(value.spec, value.provider.spec.type, value.now)
+    return Verdict(reasons.INVALID_SPEC, message) if message else None
+
+
+def secret_owned_by_someone_else(value: PolicyInput) -> Verdict | None:
+    if value.secret.exists and not value.secret.owned:
+        return Verdict(
+            reasons.SECRET_CONFLICT,
+            f"Secret {value.spec.secret.name!r} exists and is not owned by this StorageToken; "
+            "delete it or choose another spec.secret.name",
+        )
+    return None
+
+
+def backing_off(value: PolicyInput) -> Verdict | None:
+    due = value.status.next_attempt
+    if value.status.failed_attempts > 0 and due is not None and due > value.now:
+        return Verdict(reasons.BACKING_OFF, f"attempt {value.status.failed_attempts + 1} due at {due.isoformat()}")
+    return None
+
+
+BLOCKERS: tuple[Check, ...] = (
+    provider_unusable,
+    beyond_ceiling,
+    against_provider_rules,
+    secret_owned_by_someone_else,
+)
+
+
+# -- triggers ---------------------------------------------------------------
+def never_issued(value: PolicyInput) -> Verdict | None:
+    if not value.status.key_id and value.status.intent is None:
+        return Verdict(reasons.FIRST_ISSUE, "no key issued yet")
+    return None
+
+
+def intent_left_over(value: PolicyInput) -> Verdict | None:
+    intent = value.status.intent
+    if intent is not None:
+        return Verdict(reasons.RECOVERING_INTENT, f"resolving key {intent.key_name!r} whose issuance was interrupted")
+    return None
+
+
+def spec_changed(value: PolicyInput) -> Verdict | None:
+    if value.status.spec_hash and value.status.spec_hash != value.spec_hash:
+        return Verdict(reasons.SPEC_CHANGED, "the key's scope changed in the spec")
+    return None
+
+
+def secret_missing(value: PolicyInput) -> Verdict | None:
+    if not value.secret.exists:
+        return Verdict(reasons.SECRET_MISSING, f"Secret {value.spec.secret.name!r} does not exist")
+    return None
+
+
+def secret_modified(value: PolicyInput) -> Verdict | None:
+    if value.secret.key_id_hash != value.current_key_id_hash or not value.secret.intact:
+        return Verdict(reasons.SECRET_MODIFIED, f"Secret {value.spec.secret.name!r} no longer holds the current key")
+    return None
+
+
+def key_expired(value: PolicyInput) -> Verdict | None:
+    not_after = value.status.not_after
+    if not_after is not None and not_after <= value.now:
+        return Verdict(reasons.KEY_EXPIRED, f"the current key expired at {not_after.isoformat()}")
+    return None
+
+
+def key_gone_at_provider(value: PolicyInput) -> Verdict | None:
+    if value.key_live is False:
+        return Verdict(reasons.KEY_REVOKED_AT_PROVIDER, "the provider no longer has the current key")
+    return None
+
+
+def manual_renewal_requested(value: PolicyInput) -> Verdict | None:
+    if value.renew_request and value.renew_request != value.handled_renew_request:
+        return Verdict(reasons.MANUAL_RENEWAL, f"renewal requested ({value.renew_request})")
+    return None
+
+
+def renewal_due(value: PolicyInput) -> Verdict | None:
+    due = value.status.renewal_time
+    if due is not None and due <= value.now:
+        return Verdict(reasons.RENEWAL_DUE, f"renewal was due at {due.isoformat()}")
+    return None
+
+
+TRIGGERS: tuple[Check, ...] = (
+    never_issued,
+    intent_left_over,
+    spec_changed,
+    secret_missing,
+    secret_modified,
+    key_expired,
+    key_gone_at_provider,
+    manual_renewal_requested,
+    renewal_due,
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do now: `issue` with its reason, or `blocked` with why not, or nothing."""
+
+    issue: Verdict | None = None
+    blocked: Verdict | None = None
+    backoff: Verdict | None = None
+
+
+def decide(value: PolicyInput) -> Decision:
+    """Blockers first (bad input never reaches the provider), then triggers, then backoff."""
+    blocked = first(BLOCKERS, value)
+    if blocked is not None:
+        return Decision(blocked=blocked)
+    trigger = first(TRIGGERS, value)
+    if trigger is None:
+        return Decision()
+    waiting = backing_off(value)
+    if waiting is not None:
+        return Decision(backoff=waiting)
+    return Decision(issue=trigger)

@@ -1,0 +1,74 @@
+"""Times: when to renew, when to revoke a replaced key, when to try again, when to wake up."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from storage_token.model.token import PendingRevocation, TokenSpec
+
+DEFAULT_RENEW_FRACTION = 2 / 3  # of the lifetime actually granted
+JITTER_FRACTION = 0.05  # of the lifetime; renewals only ever move earlier
+MIN_LIFETIME_LEFT = timedelta(seconds=5)  # renew no later than this before expiry
+BACKOFF_BASE = timedelta(seconds=5)
+BACKOFF_MAX = timedelta(minutes=10)
+
+
+def _unit_jitter(seed: str) -> float:
+    """A stable number in [0, 1) per seed: restarts reschedule to the same time."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def renewal_time(spec: TokenSpec, issued_at: datetime, not_after: datetime | None, seed: str) -> datetime:
+    """When the next key is issued; based on the lifetime the provider actually granted."""
+    expires = not_after or issued_at + spec.duration
+    lifetime = max(expires - issued_at, timedelta(0))
+    if spec.renew_before is not None:
+        renew_at = expires - min(spec.renew_before, lifetime)
+    elif spec.renew_before_percentage is not None:
+        renew_at = expires - lifetime * (spec.renew_before_percentage / 100)
+    else:
+        renew_at = issued_at + lifetime * DEFAULT_RENEW_FRACTION
+    renew_at -= lifetime * JITTER_FRACTION * _unit_jitter(seed)
+    latest = expires - min(MIN_LIFETIME_LEFT, lifetime / 10)
+    return max(issued_at, min(renew_at, latest))
+
+
+def revocation_due(grace: timedelta, now: datetime, old_not_after: datetime | None) -> datetime:
+    """After the grace period, but never after the old key's own expiry."""
+    due = now + grace
+    if old_not_after is not None:
+        due = min(due, old_not_after)
+    return max(due, now)
+
+
+def backoff_delay(failed_attempts: int, seed: str, retry_after: float | None = None) -> timedelta:
+    """Exponential with jitter (up to +50%), at least the provider's Retry-After."""
+    exponent = max(failed_attempts - 1, 0)
+    base: timedelta = min(BACKOFF_BASE * (2**exponent), BACKOFF_MAX)
+    delay: timedelta = base * (1 + 0.5 * _unit_jitter(f"{seed}/{failed_attempts}"))
+    if retry_after is not None:
+        delay = max(delay, timedelta(seconds=retry_after))
+    ceiling: timedelta = BACKOFF_MAX * 1.5
+    return min(delay, ceiling)
+
+
+def due_revocations(pending: Iterable[PendingRevocation], now: datetime) -> list[PendingRevocation]:
+    return [p for p in pending if p.due_at <= now]
+
+
+def next_wakeup(
+    now: datetime,
+    renewal: datetime | None,
+    not_after: datetime | None,
+    next_attempt: datetime | None,
+    pending: Iterable[PendingRevocation],
+) -> datetime | None:
+    """The earliest future moment something is due; None when nothing is."""
+    moments = [t for t in (renewal, not_after, next_attempt) if t is not None]
+    moments.extend(p.due_at for p in pending)
+    if not moments:
+        return None
+    return max(min(moments), now)

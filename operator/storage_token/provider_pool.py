@@ -1,0 +1,101 @@
+"""Provider clients per provider object, built from its credentials Secret and rebuilt when that changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from storage_token import metrics
+from storage_token.kube.api import Kube
+from storage_token.model.provider import ProviderSpec
+from storage_token.providers.base import Provider
+from storage_token.providers.errors import CredentialsError, ProviderError
+from storage_token.providers.registry import CREDENTIAL_KEYS, build_provider
+from storage_token.ratelimit import TokenBucket
+from storage_token.secret_data import decode_secret_data
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class CredentialsSecretMissing(CredentialsError):
+    """The credentials Secret named by the provider does not exist."""
+
+
+@dataclass
+class ProviderHandle:
+    spec: ProviderSpec
+    client: Provider
+    limiter: TokenBucket
+    credentials_version: str
+
+    async def call(self, operation: Callable[[Provider], Awaitable[T]], name: str = "call") -> T:
+        """Run one provider operation under this account's rate limit, timed for the metrics."""
+        metrics.record_rate_limit_wait(self.spec.type, await self.limiter.acquire())
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            return await operation(self.client)
+        except ProviderError as error:
+            outcome = error.kind
+            raise
+        finally:
+            metrics.record_provider_call(self.spec.type, name, outcome, time.monotonic() - started)
+
+
+class ProviderPool:
+    def __init__(self, kube: Kube, timeout: float = 10.0) -> None:
+        self.kube = kube
+        self.timeout = timeout
+        self._handles: dict[tuple[str, str, str], ProviderHandle] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, spec: ProviderSpec) -> ProviderHandle:
+        """A client for `spec`; re-reads the credentials Secret and rebuilds when it or the spec changed."""
+        secret = await self.kube.get_secret(spec.namespace, spec.credentials_secret)
+        if secret is None:
+            raise CredentialsSecretMissing(
+                f"credentials Secret {spec.namespace}/{spec.credentials_secret} not found", provider=spec.type
+            )
+        version = secret["metadata"].get("resourceVersion", "")
+        key = (spec.kind, spec.namespace if spec.kind == "StorageProvider" else "", spec.name)
+        async with self._lock:
+            handle = self._handles.get(key)
+            if handle is not None and handle.spec == spec and handle.credentials_version == version:
+                return handle
+            data = decode_secret_data(secret)
+            wanted = CREDENTIAL_KEYS[spec.type]
+            client = build_provider(
+                spec.type,
+                credentials={k: data.get(k, "") for k in wanted},
+                endpoint=spec.endpoint,
+                region=spec.region,
+                project_id=spec.project_id,
+                s3_endpoint=spec.s3_endpoint,
+                timeout=self.timeout,
+            )
+            del data  # hold account credentials only inside the client
+            limiter = (
+                handle.limiter
+                if handle is not None and handle.spec.requests_per_second == spec.requests_per_second
+                else TokenBucket(spec.requests_per_second, spec.burst)
+            )
+            if handle is not None:
+                await handle.client.aclose()
+            handle = ProviderHandle(spec, client, limiter, version)
+            self._handles[key] = handle
+            return handle
+
+    async def forget(self, kind: str, namespace: str, name: str) -> None:
+        handle = self._handles.pop((kind, namespace if kind == "StorageProvider" else "", name), None)
+        if handle is not None:
+            await handle.client.aclose()
+
+    async def aclose(self) -> None:
+        for handle in self._handles.values():
+            await handle.client.aclose()
+        self._handles.clear()

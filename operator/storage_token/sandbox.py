@@ -1,0 +1,199 @@
+"""A whole local installation in one process tree: control plane, provider emulators, the operator.
+
+Used by `storage-token sandbox` (the README's main command) and by the
+end-to-end tests, so both exercise the same wiring.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from storage_token.emulators.b2 import B2Emulator
+from storage_token.emulators.us3 import US3Emulator
+from storage_token.model.token import API_GROUP, API_VERSION
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO / "crds"
+US3_BUCKETS = {"demo-us3-data": "cn-bj2", "demo-us3-logs": "cn-bj2"}
+B2_BUCKETS = ["demo-b2-data", "demo-b2-logs", "demo-b2-backup"]
+
+
+@dataclass
+class Emulators:
+    """Both provider emulators with freshly generated account keys (never fixed in the code)."""
+
+    us3: US3Emulator
+    b2: B2Emulator
+    us3_account: tuple[str, str]
+    b2_account: tuple[str, str]
+
+    @classmethod
+    def start(cls) -> Emulators:
+        us3_account = (f"TOKEN_{secrets.token_hex(8)}", secrets.token_urlsafe(30))
+        b2_account = (f"000{secrets.token_hex(12)}", f"K000{secrets.token_urlsafe(24)}")
+        us3 = US3Emulator(dict([us3_account]), dict(US3_BUCKETS), token_limit=10_000)
+        b2 = B2Emulator(dict([b2_account]), list(B2_BUCKETS))
+        us3.start()
+        b2.start()
+        return cls(us3, b2, us3_account, b2_account)
+
+    def stop(self) -> None:
+        self.us3.stop()
+        self.b2.stop()
+
+    def account_secrets(self) -> list[str]:
+        return [self.us3_account[1], self.b2_account[1]]
+
+    def issued_secrets(self) -> list[str]:
+        """Every secret either emulator ever issued, revoked ones included."""
+        with self.us3.lock, self.b2.lock:
+            return [*self.us3.store.issued_secrets, *self.b2.store.issued_secrets]
+
+    def live_keys(self, kind: str) -> set[str]:
+        """Ids of the keys that exist and have not expired at emulator `kind`."""
+        if kind == "us3":
+            with self.us3.lock:
+                now = self.us3.clock.now()
+                return {t.token_id for t in self.us3.store.tokens.values() if not t.expired(now)}
+        with self.b2.lock:
+            now = self.b2.clock.now()
+            return {k.key_id for k in self.b2.store.keys.values() if not k.master and not k.expired(now)}
+
+    def credentials_secret(self, kind: str, name: str, namespace: str) -> dict[str, Any]:
+        if kind == "us3":
+            data = {"publicKey": self.us3_account[0], "privateKey": self.us3_account[1]}
+        else:
+            data = {"applicationKeyId": self.b2_account[0], "applicationKey": self.b2_account[1]}
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "stringData": data,
+        }
+
+    def provider(self, kind: str, name: str, namespace: str | None, secret: str, **extra: Any) -> dict[str, Any]:
+        spec: dict[str, Any] = {"type": kind, "credentialsSecretRef": {"name": secret}}
+        if kind == "us3":
+            spec.update(endpoint=self.us3.url, region="cn-bj2", s3Endpoint="http://s3-cn-bj2.example.invalid")
+        else:
+            spec.update(endpoint=self.b2.url)
+        spec.update(extra)
+        metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+        kind_name = "StorageProvider" if namespace else "ClusterStorageProvider"
+        return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": kind_name, "metadata": metadata, "spec": spec}
+
+
+@dataclass
+class OperatorProcess:
+    """The operator as its own process, logging to a file (tests scan it for leaked secrets)."""
+
+    kubeconfig: Path
+    log_path: Path
+    cluster_id: str = "sandbox"
+    operator_namespace: str = "storage-token-system"
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        env = dict(os.environ, **self.env)
+        env.setdefault("STO_SWEEP_INTERVAL", "30s")
+        argv = [
+            sys.executable,
+            "-m",
+            "storage_token.cli",
+            "run",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--cluster-id={self.cluster_id}",
+            f"--operator-namespace={self.operator_namespace}",
+            "--metrics-port=0",
+            "--health-port=0",
+            "--log-level=DEBUG",
+            *self.extra_args,
+        ]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def sample_manifests(emulators: Emulators, namespace: str = "demo") -> list[dict[str, Any]]:
+    """What the sandbox applies: credentials, one provider per API, and a token per provider."""
+    token = f"{API_GROUP}/{API_VERSION}"
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        emulators.credentials_secret("us3", "us3-account", namespace),
+        emulators.credentials_secret("b2", "b2-account", namespace),
+        emulators.provider(
+            "us3", "us3", namespace, "us3-account", policy={"allowedBuckets": ["demo-us3-*"], "maxDuration": "168h"}
+        ),
+        emulators.provider(
+            "b2", "b2", namespace, "b2-account", policy={"allowedBuckets": ["demo-b2-*"], "maxDuration": "168h"}
+        ),
+        {
+            "apiVersion": token,
+            "kind": "StorageToken",
+            "metadata": {"name": "us3-reader", "namespace": namespace},
+            "spec": {
+                "providerRef": {"name": "us3"},
+                "permissions": ["read", "list"],
+                "buckets": ["demo-us3-data"],
+                "prefixes": ["reports/"],
+                "duration": "1h",
+            },
+        },
+        {
+            "apiVersion": token,
+            "kind": "StorageToken",
+            "metadata": {"name": "b2-writer", "namespace": namespace},
+            "spec": {
+                "providerRef": {"name": "b2"},
+                "permissions": ["read", "write", "list"],
+                "buckets": ["demo-b2-data"],
+                "duration": "2h",
+                "secret": {"name": "b2-writer-aws", "template": {"preset": "aws"}},
+            },
+        },
+    ]
+
+
+def write_manifests(path: Path, manifests: list[dict[str, Any]]) -> Path:
+    path.write_text(yaml.safe_dump_all(manifests, sort_keys=False))
+    return path
+
+
+def wait_until(probe: Any, timeout: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return True
+        time.sleep(interval)
+    return False
