@@ -101,6 +101,7 @@ class OperatorProcess:
     log_path: Path
     cluster_id: str = "sandbox"
     operator_namespace: str = "storage-token-system"
+    metrics_port: int = 0
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
@@ -116,7 +117,7 @@ class OperatorProcess:
             f"--kubeconfig={self.kubeconfig}",
             f"--cluster-id={self.cluster_id}",
             f"--operator-namespace={self.operator_namespace}",
-            "--metrics-port=0",
+            f"--metrics-port={self.metrics_port}",
             "--health-port=0",
             "--log-level=DEBUG",
             *self.extra_args,

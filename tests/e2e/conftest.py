@@ -16,7 +16,7 @@ import pytest
 from e2e_support import apply_crds, delete_namespace
 from kubernetes import client, config
 
-from storage_token.devcluster.controlplane import ClusterAccess, LocalControlPlane, existing_cluster
+from storage_token.devcluster.controlplane import ClusterAccess, LocalControlPlane, existing_cluster, free_port
 from storage_token.sandbox import Emulators, OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,6 +78,7 @@ def operator(
         log_path,
         cluster_id="e2e",
         operator_namespace=OPERATOR_NAMESPACE,
+        metrics_port=free_port(),
         env={"STO_SWEEP_INTERVAL": "5s", "STO_SWEEP_MIN_AGE": "20s", "STO_PROVIDER_RECHECK_INTERVAL": "30s"},
     ).start()
     yield process
