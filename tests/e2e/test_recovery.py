@@ -1,0 +1,132 @@
+"""Crash safety and drift: the operator killed mid-issuance, restarted, keys vanishing at the provider, orphans.
+
+These tests run their own operator process and pause the session's one meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_support import apply_provider, create_token, get_token, secret_data, wait_condition, wait_for
+from kubernetes import client
+
+from storage_token.devcluster.controlplane import ClusterAccess
+from storage_token.naming import cluster_prefix
+from storage_token.providers.b2 import B2Provider
+from storage_token.providers.base import KeySpec
+from storage_token.sandbox import Emulators, OperatorProcess
+
+CLUSTER_ID = "recovery"
+
+
+@pytest.fixture
+def own_operator(cluster: ClusterAccess, operator: OperatorProcess, tmp_path: Path) -> Iterator[OperatorProcess]:
+    """A private operator (the session one paused) that tests may kill and restart."""
+    operator.stop()
+    mine = OperatorProcess(
+        cluster.kubeconfig,
+        tmp_path / "operator.log",
+        cluster_id=CLUSTER_ID,
+        operator_namespace=operator.operator_namespace,
+        env={"STO_SWEEP_INTERVAL": "3s", "STO_SWEEP_MIN_AGE": "5s"},
+    )
+    try:
+        yield mine.start()
+    finally:
+        mine.stop()
+        operator.start()
+
+
+def keys_named(emulators: Emulators, prefix: str) -> dict[str, str]:
+    """Live B2 keys whose name starts with `prefix`: id -> name."""
+    with emulators.b2.lock:
+        now = emulators.b2.clock.now()
+        return {
+            k.key_id: k.name
+            for k in emulators.b2.store.keys.values()
+            if k.name.startswith(prefix) and not k.expired(now)
+        }
+
+
+def test_killed_during_a_create_the_intent_is_resolved_without_a_leaked_key(
+    api: client.ApiClient, namespace: str, emulators: Emulators, own_operator: OperatorProcess
+) -> None:
+    apply_provider(api, emulators, "b2", namespace, "b2")
+    # The create reaches the provider and is applied, but the operator dies before it hears back.
+    emulators.b2.faults.inject("latency", "b2_create_key", latency=3.0, times=1)
+    create_token(api, namespace, "app", providerRef={"name": "b2"}, permissions=["read"])
+    intent = wait_for(lambda: (get_token(api, namespace, "app").get("status") or {}).get("intent"), 30, "the intent")
+    own_operator.kill()
+    prefix = f"{cluster_prefix(CLUSTER_ID)}{namespace}-app-"
+    wait_for(lambda: keys_named(emulators, prefix), 10, "the interrupted create to land at the provider")
+    own_operator.start()
+    token = wait_condition(api, namespace, "app", "True", "Issued")
+    status = token["status"]
+    assert status.get("intent") is None
+    assert status["keyName"] == intent["keyName"], "the intended name is reused, not a new one"
+    live = keys_named(emulators, prefix)
+    assert list(live) == [status["keyId"]], f"exactly the recorded key is live, got {live}"
+    assert secret_data(api, namespace, "app")["accessKeyId"] == status["keyId"]
+
+
+def test_a_restart_rebuilds_schedules_without_reissuing_healthy_tokens(
+    api: client.ApiClient, namespace: str, emulators: Emulators, own_operator: OperatorProcess
+) -> None:
+    apply_provider(api, emulators, "b2", namespace, "b2")
+    for name in ("one", "two", "three"):
+        create_token(api, namespace, name, providerRef={"name": "b2"}, permissions=["read"])
+    before = {name: wait_condition(api, namespace, name, "True")["status"] for name in ("one", "two", "three")}
+    creates = emulators.b2.count("b2_create_key")
+    own_operator.stop()
+    own_operator.start()
+    # Prove the new process is reconciling: a new token gets its key.
+    create_token(api, namespace, "four", providerRef={"name": "b2"}, permissions=["read"])
+    wait_condition(api, namespace, "four", "True")
+    assert emulators.b2.count("b2_create_key") == creates + 1
+    for name, status in before.items():
+        now = get_token(api, namespace, name)["status"]
+        assert (now["keyId"], now["revision"], now["renewalTime"]) == (
+            status["keyId"],
+            status["revision"],
+            status["renewalTime"],
+        )
+
+
+def test_a_key_deleted_at_the_provider_is_reissued(
+    api: client.ApiClient, namespace: str, emulators: Emulators, own_operator: OperatorProcess
+) -> None:
+    apply_provider(api, emulators, "b2", namespace, "b2")
+    create_token(api, namespace, "app", providerRef={"name": "b2"}, permissions=["read"])
+    first = wait_condition(api, namespace, "app", "True")["status"]
+    with emulators.b2.lock:
+        assert emulators.b2.store.remove_key(first["keyId"])
+    second = wait_for(
+        lambda: (s := get_token(api, namespace, "app")["status"]).get("revision") == 2 and s, 30, "a re-issue"
+    )
+    assert second["keyId"] != first["keyId"]
+    assert secret_data(api, namespace, "app")["accessKeyId"] == second["keyId"]
+
+
+def test_the_sweep_revokes_orphans_of_this_cluster_only(
+    api: client.ApiClient, namespace: str, emulators: Emulators, own_operator: OperatorProcess
+) -> None:
+    apply_provider(api, emulators, "b2", namespace, "b2")
+    create_token(api, namespace, "app", providerRef={"name": "b2"}, permissions=["read"])
+    kept = wait_condition(api, namespace, "app", "True")["status"]["keyId"]
+
+    async def make(name: str) -> str:
+        provider = B2Provider(*emulators.b2_account, endpoint=emulators.b2.url)
+        try:
+            return (await provider.issue(KeySpec(name=name, permissions=("read",), duration_seconds=3600))).key_id
+        finally:
+            await provider.aclose()
+
+    orphan = asyncio.run(make(f"{cluster_prefix(CLUSTER_ID)}{namespace}-gone-deadbeef-r1"))
+    foreign = asyncio.run(make(f"{cluster_prefix('elsewhere')}{namespace}-app-deadbeef-r1"))
+    wait_for(lambda: orphan not in emulators.live_keys("b2"), 40, "the orphan to be revoked")
+    live = emulators.live_keys("b2")
+    assert kept in live, "a referenced key survives the sweep"
+    assert foreign in live, "another cluster's key is never touched"
