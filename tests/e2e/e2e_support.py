@@ -173,12 +173,14 @@ def delete_token(api: client.ApiClient, namespace: str, name: str) -> None:
     custom(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, "storagetokens", name)
 
 
-def wait_event(api: client.ApiClient, namespace: str, name: str, reason: str, timeout: float = 30) -> tuple[str, str]:
-    """Wait for an event with `reason` about `name`; return its (type, message)."""
+def wait_event(
+    api: client.ApiClient, namespace: str, name: str, reason: str, containing: str = "", timeout: float = 30
+) -> tuple[str, str]:
+    """Wait for an event with `reason` (and text `containing`) about `name`; return its (type, message)."""
 
     def probe() -> tuple[str, str] | None:
         for kind, found, message in events_for(api, namespace, name):
-            if found == reason:
+            if found == reason and containing in message:
                 return kind, message
         return None
 

@@ -146,6 +146,12 @@ BLOCKED = [
         "image-processing not supported by b2",
     ),
     (
+        "an account capability asked for through the expert field is refused",
+        replace(HEALTHY, spec=replace(SPEC, raw_capabilities=("writeKeys",))),
+        reasons.INVALID_SPEC,
+        "writeKeys can manage the account",
+    ),
+    (
         "a Secret of the same name owned by someone else is never overwritten",
         replace(HEALTHY, status=TokenStatus(), secret=SecretState(exists=True, owned=False)),
         reasons.SECRET_CONFLICT,

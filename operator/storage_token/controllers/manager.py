@@ -96,6 +96,9 @@ class Manager:
         # Status-only changes (our own writes) don't need a new credentials check.
         if previous is None or previous["metadata"].get("generation") != meta.get("generation"):
             self.provider_queue.add(key)
+            if previous is not None:
+                # A changed ceiling or endpoint applies to every token of this provider.
+                self._enqueue_tokens_of(key)
 
     def on_secret_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from storage_token import metrics
@@ -38,7 +38,13 @@ from storage_token.providers.errors import (
     RetryableError,
 )
 from storage_token.secret_render import KeyMaterial, TemplateError, render_secret_data, validate_template
-from storage_token.secret_writer import build_secret, is_owned_by, write_secret
+from storage_token.secret_writer import (
+    ANNOTATION_KEY_ID_HASH,
+    build_secret,
+    is_owned_by,
+    key_id_hash,
+    write_secret,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,24 @@ _ERROR_REASONS: tuple[tuple[type[ProviderError], str], ...] = (
     (QuotaExceededError, reasons.QUOTA_EXCEEDED),
     (BadRequestError, reasons.REJECTED_BY_PROVIDER),
 )
+
+
+def rehearse_template(spec: TokenSpec) -> None:
+    """Render the Secret once with placeholder values, so a bad template fails before any key exists."""
+    validate_template(spec.secret.template)
+    placeholder = KeyMaterial(
+        provider="placeholder",
+        key_id="placeholder-key-id",
+        key_name="placeholder-key-name",
+        access_key_id="PLACEHOLDERACCESSKEY",
+        secret_access_key="placeholder-secret-access-key",
+        endpoint="https://s3.placeholder.invalid",
+        region="placeholder-1",
+        buckets=spec.buckets,
+        prefixes=spec.prefixes,
+        expires_at=datetime(2000, 1, 1, tzinfo=UTC),
+    )
+    render_secret_data(placeholder, spec.secret.template)
 
 
 def error_reason(error: ProviderError) -> str:
@@ -102,7 +126,7 @@ class TokenController:
         now = self.clock()
         try:
             spec = TokenSpec.parse(token.get("spec") or {}, default_secret_name=meta["name"])
-            validate_template(spec.secret.template)
+            rehearse_template(spec)
         except (ValueError, TemplateError) as error:
             reason = reasons.TEMPLATE_ERROR if isinstance(error, TemplateError) else reasons.INVALID_SPEC
             return await self._blocked(token, TokenStatus.parse(token.get("status")), Verdict(reason, str(error)), now)
@@ -316,11 +340,31 @@ class TokenController:
     async def _blocked(self, token: dict[str, Any], status: TokenStatus, why: Verdict, now: datetime) -> Outcome:
         meta = token["metadata"]
         generation = int(meta.get("generation") or 0)
+        patch: dict[str, Any] = {}
+        pending = list(status.pending_revocations)
+        if why.reason == reasons.POLICY_VIOLATION and status.key_id:
+            # The ceiling narrowed under an issued key: say so, then revoke it after the grace period.
+            due = revocation_due(self._grace(token), now, status.not_after)
+            pending.append(
+                PendingRevocation(
+                    status.key_id, status.key_name, due, provider=status.provider, not_after=status.not_after
+                )
+            )
+            patch.update(
+                pendingRevocations=[p.to_status() for p in pending],
+                keyId=None,
+                keyName=None,
+                notAfter=None,
+                renewalTime=None,
+                issuedAt=None,
+                specHash=None,
+            )
+            why = Verdict(why.reason, f"{why.message}; key {status.key_name} is revoked at {format_time(due)}")
         previous = condition((token.get("status") or {}).get("conditions"), "Ready")
         changed = previous is None or previous.get("reason") != why.reason or previous.get("message") != why.message
         written = None
-        if changed or (token.get("status") or {}).get("observedGeneration") != generation:
-            conditions = set_condition(
+        if patch or changed or (token.get("status") or {}).get("observedGeneration") != generation:
+            patch["conditions"] = set_condition(
                 (token.get("status") or {}).get("conditions") or [],
                 "Ready",
                 False,
@@ -329,12 +373,20 @@ class TokenController:
                 now,
                 generation,
             )
-            written = await self._patch_status(token, {"conditions": conditions, "observedGeneration": generation})
+            patch["observedGeneration"] = generation
+            written = await self._patch_status(token, patch)
         if changed:
             await self.events.record(token, KIND, why.reason, why.message, warning=True)
         # Nothing changes by itself for most blockers; provider readiness is watched. Look again later anyway.
         retry = now + backoff_delay(max(status.failed_attempts, 4), meta["uid"])
-        return Outcome(wakeup=next_wakeup(now, None, None, retry, status.pending_revocations), body=written or token)
+        return Outcome(wakeup=next_wakeup(now, None, None, retry, pending), body=written or token)
+
+    @staticmethod
+    def _grace(token: dict[str, Any]) -> timedelta:
+        try:
+            return TokenSpec.parse(token.get("spec") or {}, default_secret_name="").revoke_grace_period
+        except ValueError:
+            return timedelta(0)
 
     async def _steady(self, token: dict[str, Any], value: PolicyInput) -> Outcome:
         """Nothing to issue: keep renewalTime in step with the spec and Ready honest."""
@@ -393,6 +445,9 @@ class TokenController:
                     due_at=now + backoff_delay(attempts, entry.key_id),
                 )
             )
+        if not status.key_id:
+            revoked = {entry.key_id for entry in due} - {entry.key_id for entry in remaining}
+            await self._delete_dead_secret(token, revoked)
         written = await self._patch_status(token, {"pendingRevocations": [p.to_status() for p in remaining]})
         wakeup = outcome.wakeup
         for entry in remaining:
@@ -499,6 +554,17 @@ class TokenController:
                     f"could not restart {target.kind} {target.name}: {reason}",
                     warning=True,
                 )
+
+    async def _delete_dead_secret(self, token: dict[str, Any], revoked: set[str]) -> None:
+        """A Secret left holding a revoked key and no successor is deleted rather than left to mislead."""
+        meta = token["metadata"]
+        name = (token.get("status") or {}).get("secretName") or meta["name"]
+        secret = await self.kube.get_secret(meta["namespace"], name)
+        if secret is None or not is_owned_by(secret, meta["uid"]):
+            return
+        held = ((secret.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_KEY_ID_HASH)
+        if held in {key_id_hash(k) for k in revoked}:
+            await self.kube.delete_secret(meta["namespace"], name, uid=secret["metadata"]["uid"])
 
     async def _delete_old_secret(self, meta: dict[str, Any], name: str) -> None:
         old = await self.kube.get_secret(meta["namespace"], name)

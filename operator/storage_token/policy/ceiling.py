@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from storage_token.model.durations import format_duration
 from storage_token.model.provider import Ceiling
 from storage_token.model.token import TokenSpec
+from storage_token.providers.b2.capabilities import FORBIDDEN_CAPABILITIES, KNOWN_CAPABILITIES
 
 US3_MAX_EXPIRE = datetime.fromtimestamp(4102416000).astimezone()  # the API's ExpireTime ceiling
 B2_MAX_DURATION = timedelta(days=1000)
@@ -79,6 +80,12 @@ def provider_rule_violation(spec: TokenSpec, provider_type: str, now: datetime) 
     if unsupported:
         return f"spec.permissions: {', '.join(unsupported)} not supported by {provider_type}"
     if provider_type == "b2":
+        forbidden = sorted(set(spec.raw_capabilities) & FORBIDDEN_CAPABILITIES)
+        if forbidden:
+            return f"spec.rawCapabilities: {', '.join(forbidden)} can manage the account and is never issued"
+        unknown = sorted(set(spec.raw_capabilities) - KNOWN_CAPABILITIES)
+        if unknown:
+            return f"spec.rawCapabilities: {', '.join(unknown)} is not a b2 capability"
         if len(spec.prefixes) > 1:
             return "spec.prefixes: b2 keys take at most one prefix"
         if spec.allow_ips or spec.deny_ips:
