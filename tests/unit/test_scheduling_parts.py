@@ -1,0 +1,105 @@
+"""The small parts scheduling rests on: key names, durations, the token bucket, the work queue."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from storage_token.controllers.runtime import WorkQueue
+from storage_token.model.durations import format_duration, parse_duration
+from storage_token.naming import cluster_prefix, key_name
+from storage_token.ratelimit import TokenBucket
+
+B2_NAME = re.compile(r"^[A-Za-z0-9-]{1,100}$")
+
+
+@given(
+    cluster=st.text(min_size=1, max_size=20),
+    namespace=st.from_regex(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", fullmatch=True),
+    name=st.from_regex(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", fullmatch=True),
+    uid=st.uuids().map(str),
+    revision=st.integers(min_value=1, max_value=10**9),
+)
+def test_key_names_fit_b2_and_start_with_the_cluster_prefix(
+    cluster: str, namespace: str, name: str, uid: str, revision: int
+) -> None:
+    issued = key_name(cluster, namespace, name, uid, revision)
+    assert B2_NAME.match(issued)
+    assert issued.startswith(cluster_prefix(cluster))
+    assert issued.endswith(f"-r{revision}")
+
+
+def test_key_names_differ_per_revision_and_per_token() -> None:
+    names = {key_name("c", "ns", "t", "0f3c9a1e-1", r) for r in range(1, 50)}
+    assert len(names) == 49
+    assert key_name("c", "ns", "t", "aaaaaaaa", 1) != key_name("c", "ns", "t", "bbbbbbbb", 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90m", 5400), ("24h", 86400), ("1h30m", 5400), ("45s", 45), ("0s", 0), ("1.5h", 5400)]
+)
+def test_go_durations(text: str, seconds: int) -> None:
+    assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["", "7d", "h", "10", "1h-5m", "abc"])
+def test_bad_durations_say_what_is_wrong(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+@given(st.integers(min_value=0, max_value=10**7))
+def test_durations_round_trip(seconds: int) -> None:
+    from datetime import timedelta
+
+    assert parse_duration(format_duration(timedelta(seconds=seconds))).total_seconds() == seconds
+
+
+async def test_token_bucket_lets_a_burst_through_then_paces() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    bucket = TokenBucket(rate=2.0, burst=3, clock=lambda: now[0], sleep=sleep)
+    waits = [await bucket.acquire() for _ in range(7)]
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert all(w == pytest.approx(0.5) for w in waits[3:])
+    assert now[0] == pytest.approx(2.0)
+
+
+async def test_work_queue_deduplicates_and_reruns_a_key_changed_while_processing() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a")
+    queue.add("a")
+    queue.add("b")
+    assert len(queue) == 2
+    key = await queue.get()
+    assert key == "a"
+    queue.add("a")  # changed while being reconciled
+    queue.done("a")
+    assert [await queue.get(), await queue.get()] == ["b", "a"]
+
+
+async def test_work_queue_timers_fire_the_earliest_request() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    timers = asyncio.create_task(queue.run_timers())
+    try:
+        queue.add_at("later", time.monotonic() + 5)
+        queue.add_at("later", time.monotonic() + 0.05)  # an earlier time wins
+        queue.add_at("soon", time.monotonic() + 0.02)
+        got = [await asyncio.wait_for(queue.get(), 2), await asyncio.wait_for(queue.get(), 2)]
+        assert got == ["soon", "later"]
+        queue.add_at("gone", time.monotonic() + 0.02)
+        queue.forget("gone")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(queue.get(), 0.2)
+    finally:
+        timers.cancel()
