@@ -32,9 +32,8 @@ class Settings:
     health_port: int = 8081
     log_format: str = "plain"  # plain | json
     log_level: str = "INFO"
-    # kopf peering: replicas with the same name coordinate so only one acts.
-    peering: str | None = None
-    standalone: bool = True
+    # Name of the Lease replicas elect a leader with (in operator_namespace); None: no election.
+    leader_election_lease: str | None = None
     kubeconfig: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 

@@ -7,7 +7,10 @@ the controllers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import socket
 from typing import Any
 
 import kopf
@@ -15,6 +18,7 @@ import kopf
 from storage_token.config import Settings
 from storage_token.controllers.manager import Manager
 from storage_token.kube.api import Kube, load_api_client
+from storage_token.kube.leader import LeaderElector
 from storage_token.model.token import API_GROUP, API_VERSION
 
 log = logging.getLogger(__name__)
@@ -31,17 +35,28 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.peering.name = ours.peering or "storage-token-operator"
-    settings.peering.standalone = ours.standalone
-    settings.peering.mandatory = not ours.standalone
-    manager = Manager(Kube(load_api_client(ours.kubeconfig)), ours)
+    settings.scanning.disabled = True  # no cluster-wide list/watch of CRDs and namespaces: least-privilege RBAC
+    # Replicas coordinate through a Lease (kube.leader), not kopf peering: see that module.
+    settings.peering.standalone = True
+    kube = Kube(load_api_client(ours.kubeconfig))
+    elector = None
+    if ours.leader_election_lease:
+        identity = f"{socket.gethostname()}-{os.getpid()}"
+        elector = LeaderElector(kube, ours.operator_namespace, ours.leader_election_lease, identity)
+    manager = Manager(kube, ours, leading=elector.leading if elector else None)
     memo["manager"] = manager
     manager.start()
+    if elector is not None:
+        elector.on_start_leading = manager.resync
+        memo["elector"] = asyncio.create_task(elector.run(), name="leader-election")
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     """Stop the controllers and close provider connections."""
+    elector: asyncio.Task[None] | None = memo.get("elector")
+    if elector is not None:
+        elector.cancel()
     manager: Manager | None = memo.get("manager")
     if manager is not None:
         await manager.stop()

@@ -36,7 +36,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--health-port", type=int, default=int(env("STO_HEALTH_PORT", "8081")))
     parser.add_argument("--log-format", choices=("plain", "json"), default=env("STO_LOG_FORMAT", "plain"))
     parser.add_argument("--log-level", default=env("STO_LOG_LEVEL", "INFO"))
-    parser.add_argument("--peering", default=env("STO_PEERING"), help="kopf peering name; enables HA coordination")
+    parser.add_argument(
+        "--leader-election-lease",
+        default=env("STO_LEADER_ELECTION_LEASE"),
+        help="Lease name for leader election between replicas (in the operator namespace); default: off",
+    )
     parser.set_defaults(func=run)
 
 
@@ -51,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
             health_port=args.health_port,
             log_format=args.log_format,
             log_level=args.log_level.upper(),
-            peering=args.peering,
-            standalone=not args.peering,
+            leader_election_lease=args.leader_election_lease,
             kubeconfig=args.kubeconfig,
             sweep_interval=env_duration("STO_SWEEP_INTERVAL", Settings.sweep_interval),
             sweep_min_age=env_duration("STO_SWEEP_MIN_AGE", Settings.sweep_min_age),
@@ -79,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
         kopf.operator(
             clusterwide=not settings.namespaces,
             namespaces=list(settings.namespaces),
-            standalone=settings.standalone,
-            peering_name=settings.peering,
+            standalone=True,
             liveness_endpoint=liveness,
             memo=memo,
         )

@@ -34,8 +34,12 @@ def _resource_version(body: dict[str, Any]) -> int:
 
 
 class Manager:
-    def __init__(self, kube: Kube, settings: Settings) -> None:
+    def __init__(self, kube: Kube, settings: Settings, leading: asyncio.Event | None = None) -> None:
         self.kube, self.settings = kube, settings
+        # Without leader election this process always leads.
+        self.leading = leading or asyncio.Event()
+        if leading is None:
+            self.leading.set()
         self.pool = ProviderPool(kube, timeout=settings.provider_timeout)
         self.events = EventRecorder(kube)
         self.tokens = TokenController(kube, self.pool, self.events, settings)
@@ -43,10 +47,15 @@ class Manager:
         self.sweeper = Sweeper(settings)
         self.token_cache: dict[TokenKey, dict[str, Any]] = {}
         self.provider_cache: dict[ProviderKey, dict[str, Any]] = {}
+        self.tokens.provider_cache = self.provider_cache
         self.token_queue: WorkQueue[TokenKey] = WorkQueue()
         self.provider_queue: WorkQueue[ProviderKey] = WorkQueue()
-        self._token_workers = Workers("tokens", self.token_queue, self._reconcile_token, settings.workers)
-        self._provider_workers = Workers("providers", self.provider_queue, self._reconcile_provider, 2)
+        self._token_workers = Workers(
+            "tokens", self.token_queue, self._reconcile_token, settings.workers, gate=self.leading
+        )
+        self._provider_workers = Workers(
+            "providers", self.provider_queue, self._reconcile_provider, 2, gate=self.leading
+        )
         self._sweep_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------
@@ -63,6 +72,13 @@ class Manager:
             await asyncio.gather(self._sweep_task, return_exceptions=True)
         await self.pool.aclose()
         self.kube.close()
+
+    def resync(self) -> None:
+        """Queue everything cached: a new leader rebuilds every schedule from status."""
+        for key in list(self.provider_cache):
+            self.provider_queue.add(key)
+        for token_key in list(self.token_cache):
+            self.token_queue.add(token_key)
 
     # -- watch events -----------------------------------------------------------------
     def _remember(self, cache: dict[Any, dict[str, Any]], key: Any, body: dict[str, Any]) -> None:
@@ -164,6 +180,8 @@ class Manager:
         interval = self.settings.sweep_interval.total_seconds()
         while True:
             await asyncio.sleep(interval)
+            if not self.leading.is_set():
+                continue
             started = time.monotonic()
             try:
                 await self.sweep_once()

@@ -96,8 +96,11 @@ Reconcile = Callable[[K], Awaitable[datetime | None]]
 class Workers(Generic[K]):
     """`count` tasks running `reconcile(key)`; the returned wall-clock time schedules the next run."""
 
-    def __init__(self, name: str, queue: WorkQueue[K], reconcile: Reconcile[K], count: int) -> None:
+    def __init__(
+        self, name: str, queue: WorkQueue[K], reconcile: Reconcile[K], count: int, gate: asyncio.Event | None = None
+    ) -> None:
         self.name, self.queue, self.reconcile, self.count = name, queue, reconcile, count
+        self.gate = gate  # when given, work only while it is set (leader election)
         self._failures: dict[K, int] = {}
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -112,6 +115,8 @@ class Workers(Generic[K]):
 
     async def _work(self) -> None:
         while True:
+            if self.gate is not None:
+                await self.gate.wait()
             key = await self.queue.get()
             try:
                 self.queue.reset_timer(key)

@@ -15,11 +15,11 @@ from typing import Any
 
 from storage_token import metrics
 from storage_token.config import Settings
-from storage_token.controllers.gather import gather, resolve_provider
+from storage_token.controllers.gather import ProviderCache, gather, resolve_provider
 from storage_token.kube.api import Conflict, Kube
 from storage_token.kube.events import EventRecorder
 from storage_token.model.conditions import condition, set_condition
-from storage_token.model.times import format_time
+from storage_token.model.times import format_time, parse_time
 from storage_token.model.token import PendingRevocation, ProviderRef, TokenSpec, TokenStatus
 from storage_token.naming import key_name
 from storage_token.policy import reasons
@@ -102,6 +102,7 @@ class TokenController:
     ) -> None:
         self.kube, self.pool, self.events, self.settings, self.clock = kube, pool, events, settings, clock
         self.missing_keys: set[str] = set()  # key ids the sweep found gone at their provider
+        self.provider_cache: ProviderCache = {}  # the Manager shares its watch cache
 
     # -- entry ------------------------------------------------------------------
     async def reconcile(self, token: dict[str, Any]) -> Outcome:
@@ -132,7 +133,7 @@ class TokenController:
             return await self._blocked(token, TokenStatus.parse(token.get("status")), Verdict(reason, str(error)), now)
         status = TokenStatus.parse(token.get("status"))
         key_live = False if status.key_id and status.key_id in self.missing_keys else None
-        value, secret = await gather(self.kube, self.settings, token, spec, now, key_live)
+        value, secret = await gather(self.kube, self.settings, token, spec, now, key_live, self.provider_cache)
         decision = decide(value)
         if decision.blocked is not None:
             outcome = await self._blocked(token, status, decision.blocked, now)
@@ -251,7 +252,10 @@ class TokenController:
                     not_after=status.not_after,
                 )
             )
-        renew_at = renewal_time(spec, now, issued.not_after, f"{meta['uid']}/{revision}")
+        # Status keeps whole seconds: schedule from the values as stored, so a restart computes the same time.
+        issued_at = parse_time(format_time(now))
+        assert issued_at is not None
+        renew_at = renewal_time(spec, issued_at, parse_time(format_time(issued.not_after)), f"{meta['uid']}/{revision}")
         conditions = (token.get("status") or {}).get("conditions") or []
         conditions = set_condition(
             conditions, "Issuing", False, reasons.ISSUED, f"issued key {issued.key_name}", now, value.generation
@@ -268,7 +272,7 @@ class TokenController:
             "secretName": spec.secret.name,
             "keyId": issued.key_id,
             "keyName": issued.key_name,
-            "issuedAt": format_time(now),
+            "issuedAt": format_time(issued_at),
             "notAfter": format_time(issued.not_after),
             "renewalTime": format_time(renew_at),
             "revision": revision,
@@ -402,7 +406,7 @@ class TokenController:
         if status.issued_at is not None:
             renew_at = renewal_time(spec, status.issued_at, status.not_after, f"{value.uid}/{status.revision}")
         patch: dict[str, Any] = {}
-        if renew_at != status.renewal_time:
+        if format_time(renew_at) != format_time(status.renewal_time):
             patch["renewalTime"] = format_time(renew_at)
         ready = condition((token.get("status") or {}).get("conditions"), "Ready")
         if ready is None or ready.get("status") != "True" or status.observed_generation != value.generation:
@@ -481,7 +485,9 @@ class TokenController:
             ref = ProviderRef(kind, name)
         else:
             ref = TokenSpec.parse(token.get("spec") or {}, default_secret_name="").provider_ref
-        state = await resolve_provider(self.kube, self.settings, ref, token["metadata"]["namespace"])
+        state = await resolve_provider(
+            self.kube, self.settings, ref, token["metadata"]["namespace"], self.provider_cache
+        )
         if state.spec is None:
             return None
         return await self.pool.get(state.spec)

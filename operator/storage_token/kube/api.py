@@ -127,6 +127,16 @@ class Kube:
     async def get_namespace(self, name: str) -> Body | None:
         return await self._raw(self._core.read_namespace, name)
 
+    # -- leases (leader election) ------------------------------------------------
+    async def get_lease(self, namespace: str, name: str) -> Body | None:
+        return await self._raw(client.CoordinationV1Api(self.api).read_namespaced_lease, name, namespace)
+
+    async def create_lease(self, namespace: str, body: Body) -> Body | None:
+        return await self._write(client.CoordinationV1Api(self.api).create_namespaced_lease, namespace, body)
+
+    async def replace_lease(self, namespace: str, name: str, body: Body) -> Body | None:
+        return await self._write(client.CoordinationV1Api(self.api).replace_namespaced_lease, name, namespace, body)
+
     # -- events and workloads ----------------------------------------------------
     async def create_event(self, namespace: str, body: Body) -> None:
         await self._write(self._core.create_namespaced_event, namespace, body)
