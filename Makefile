@@ -25,6 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check operator tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 test: lint tools
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
