@@ -185,3 +185,18 @@ def wait_event(
         return None
 
     return wait_for(probe, timeout, f"a {reason} event about {namespace}/{name}")
+
+
+def wait_gone(read: Callable[[], object], timeout: float, what: str) -> None:
+    """Wait until `read()` answers 404."""
+
+    def gone() -> bool:
+        try:
+            read()
+        except ApiException as error:
+            if error.status == 404:
+                return True
+            raise
+        return False
+
+    wait_for(gone, timeout, what)

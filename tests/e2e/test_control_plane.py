@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from e2e_support import GROUP, VERSION, service_account_client, storage_token, wait_for
+from e2e_support import GROUP, VERSION, service_account_client, storage_token, wait_gone
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -117,14 +117,7 @@ def test_owned_object_is_garbage_collected_with_its_owner(api: client.ApiClient,
     )
     core.delete_namespaced_config_map("owner", namespace)
 
-    def secret_gone() -> bool:
-        try:
-            core.read_namespaced_secret("owned", namespace)
-        except ApiException as error:
-            return error.status == 404
-        return False
-
-    wait_for(secret_gone, 60, "the owned Secret to be garbage-collected")
+    wait_gone(lambda: core.read_namespaced_secret("owned", namespace), 60, "the owned Secret to be garbage-collected")
 
 
 def test_kubectl_explain_reads_the_field_descriptions(cluster: ClusterAccess, api: client.ApiClient) -> None:

@@ -16,9 +16,9 @@ from e2e_support import (
     wait_condition,
     wait_event,
     wait_for,
+    wait_gone,
 )
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from storage_token.sandbox import Emulators, OperatorProcess
 
@@ -234,24 +234,12 @@ def test_deleting_the_token_revokes_or_retains_its_key_and_the_secret_goes_with_
     assert "storagetoken.dev/revoke-keys" in get_token(api, namespace, "app")["metadata"]["finalizers"]
     delete_token(api, namespace, "app")
 
-    def gone() -> bool:
-        try:
-            get_token(api, namespace, "app")
-        except ApiException as error:
-            return error.status == 404
-        return False
-
-    wait_for(gone, 60, "the token to be deleted")
+    wait_gone(lambda: get_token(api, namespace, "app"), 60, "the token to be deleted")
     assert (key_id in live_key_ids(emulators, "us3")) == (policy == "Retain")
 
-    def secret_gone() -> bool:
-        try:
-            client.CoreV1Api(api).read_namespaced_secret("app", namespace)
-        except ApiException as error:
-            return error.status == 404
-        return False
-
-    wait_for(secret_gone, 60, "the Secret to be garbage-collected")
+    wait_gone(
+        lambda: client.CoreV1Api(api).read_namespaced_secret("app", namespace), 60, "the Secret to be garbage-collected"
+    )
 
 
 def test_the_operator_log_has_no_tracebacks(operator: OperatorProcess) -> None:

@@ -21,6 +21,7 @@ from e2e_support import (
     wait_condition,
     wait_event,
     wait_for,
+    wait_gone,
 )
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -126,14 +127,7 @@ def test_a_narrowed_ceiling_revokes_keys_now_out_of_bounds(
     assert wait_event(api, namespace, "app", "PolicyViolation", containing="is revoked at")[0] == "Warning"
     wait_for(lambda: key_id not in emulators.live_keys("b2"), 30, "the out-of-bounds key to be revoked")
 
-    def secret_gone() -> bool:
-        try:
-            secret_data(api, namespace, "app")
-        except ApiException as error:
-            return error.status == 404
-        return False
-
-    wait_for(secret_gone, 30, "the Secret holding the revoked key to be deleted")
+    wait_gone(lambda: secret_data(api, namespace, "app"), 30, "the Secret holding the revoked key to be deleted")
     assert not get_token(api, namespace, "app")["status"].get("keyId")
 
 

@@ -45,20 +45,23 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import fields
 from typing import Any
 from urllib.parse import parse_qsl
 
 from storage_token.emulators.b2_store import ApiError, Key, KeyStore
 from storage_token.emulators.clock import Clock
-from storage_token.emulators.faults import Fault, FaultInjector
-from storage_token.emulators.server import EmulatorServer, Request, Response
+from storage_token.emulators.control import (
+    CONTROL_PREFIX,
+    ApiFaults,
+    ControlledEmulator,
+    control_call_name,
+)
+from storage_token.emulators.faults import Fault
+from storage_token.emulators.server import Request, Response
 
-CONTROL_PREFIX = "/_emulator/"
 VERSIONS = (3, 4)
 _API_PATH = re.compile(r"/b2api/v(\d+)/(b2_[a-z_]+)")
 _FAULT_KINDS = ("latency", "status", "retcode", "lose_response", "timeout")
-_FAULT_FIELDS = frozenset(f.name for f in fields(Fault) if f.init)
 _STATUS_CODES = {
     400: "bad_request",
     401: "expired_auth_token",
@@ -75,14 +78,7 @@ _LIST_PARAMS = ("capabilities", "bucketIds")
 Call = Callable[[int, Key, dict[str, Any]], dict[str, Any]]
 
 
-class _ApiFaults(FaultInjector):
-    """Faults hit API calls only: the control surface keeps working under `calls=None` faults."""
-
-    def draw(self, call: str) -> list[Fault]:
-        return [] if call.startswith("_emulator") else super().draw(call)
-
-
-class B2Emulator(EmulatorServer):
+class B2Emulator(ControlledEmulator):
     """B2's b2_authorize_account / b2_create_key / b2_delete_key / b2_list_keys / b2_list_buckets, in memory."""
 
     name = "b2"
@@ -101,7 +97,7 @@ class B2Emulator(EmulatorServer):
     ) -> None:
         """`master_keys`: keyId -> key, all of one account with every capability; `buckets`: names."""
         super().__init__(host, port, clock)
-        self.faults = _ApiFaults()
+        self.faults = ApiFaults()
         self.s3_api_url = s3_api_url
         self.store = KeyStore(
             master_keys, buckets, now=self.clock.now, auth_token_ttl=auth_token_ttl, account_id=account_id
@@ -135,8 +131,9 @@ class B2Emulator(EmulatorServer):
 
     # -- EmulatorServer ---------------------------------------------------------
     def call_name(self, request: Request) -> str:
-        if request.path.startswith(CONTROL_PREFIX):
-            return "_emulator/" + request.path[len(CONTROL_PREFIX) :]
+        control = control_call_name(request)
+        if control is not None:
+            return control
         match = _API_PATH.fullmatch(request.path)
         if match is None:
             return "unknown"
@@ -146,7 +143,7 @@ class B2Emulator(EmulatorServer):
 
     def dispatch(self, request: Request) -> Response:
         if request.path.startswith(CONTROL_PREFIX):
-            return self._control(request)
+            return self.control(request)
         match = _API_PATH.fullmatch(request.path)
         try:
             if match is None:
@@ -199,45 +196,14 @@ class B2Emulator(EmulatorServer):
         }
 
     # -- test control -------------------------------------------------------------
-    def _control(self, request: Request) -> Response:
-        route = request.path[len(CONTROL_PREFIX) :].strip("/")
-        try:
-            body = json.loads(request.body) if request.body else {}
-            if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
-            return self._route(request.method, route, body)
-        except (ValueError, TypeError) as error:
-            return Response(400, {"error": str(error)})
-
-    def _route(self, method: str, route: str, body: dict[str, Any]) -> Response:
-        if (method, route) == ("GET", "state"):
-            return Response(200, self.state())
-        if (method, route) == ("POST", "faults"):
-            self.faults.add(_fault_from_json(body))
-            return Response(200, {"ok": True})
-        if (method, route) == ("DELETE", "faults"):
-            self.faults.clear()
-            return Response(200, {"ok": True})
-        if (method, route) == ("POST", "clock/advance"):
-            self.clock.advance(float(body.get("seconds", 0)))
-            return Response(200, {"now": self.clock.now()})
-        if (method, route) == ("POST", "clock/freeze"):
-            at = body.get("at")
-            self.clock.freeze(float(at) if at is not None else None)
-            return Response(200, {"now": self.clock.now()})
-        if (method, route) == ("POST", "clock/unfreeze"):
-            self.clock.unfreeze()
-            return Response(200, {"now": self.clock.now()})
+    def control_route(self, method: str, route: str, body: dict[str, Any]) -> Response | None:
         if (method, route) == ("POST", "tokens/expire"):
             return Response(200, {"expired": self.expire_tokens()})
         if method == "DELETE" and route.startswith("keys/"):
             with self.lock:
                 removed = self.store.remove_key(route.removeprefix("keys/"))
             return Response(200 if removed else 404, {"removed": removed})
-        if (method, route) == ("POST", "reset"):
-            self.reset()
-            return Response(200, {"ok": True})
-        return Response(404, {"error": f"no control route {method} {route}"})
+        return None
 
     def state(self) -> dict[str, Any]:
         """Keys without secrets, buckets, the clock and the counters."""
@@ -297,18 +263,6 @@ def _body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", "the request body must be a JSON object")
     return body
-
-
-def _fault_from_json(body: dict[str, Any]) -> Fault:
-    unknown = set(body) - _FAULT_FIELDS
-    if unknown:
-        raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")
-    calls = body.get("calls")
-    names = None if calls is None else frozenset([calls] if isinstance(calls, str) else calls)
-    fault = Fault(**{k: v for k, v in body.items() if k != "calls"}, calls=names)
-    if fault.kind not in _FAULT_KINDS:
-        raise ValueError(f"unknown fault kind {fault.kind!r}")
-    return fault
 
 
 # -- command line ---------------------------------------------------------------------

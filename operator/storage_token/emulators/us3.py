@@ -32,17 +32,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import fields
 from typing import Any
 from urllib.parse import parse_qsl
 
 from storage_token.emulators.clock import Clock
-from storage_token.emulators.faults import Fault, FaultInjector
-from storage_token.emulators.server import EmulatorServer, Request, Response
+from storage_token.emulators.control import (
+    CONTROL_PREFIX,
+    ApiFaults,
+    ControlledEmulator,
+    control_call_name,
+)
+from storage_token.emulators.faults import Fault
+from storage_token.emulators.server import Request, Response
 from storage_token.emulators.us3_store import ApiError, Params, TokenStore
 
-CONTROL_PREFIX = "/_emulator/"
-_FAULT_FIELDS = frozenset(f.name for f in fields(Fault) if f.init) - {"calls"}
 _FAULT_MESSAGES = {150: "Service unavailable", 153: "Too many requests, rate limited"}
 
 Action = Callable[[str, Params], dict[str, Any]]
@@ -55,14 +58,7 @@ def signature_ok(params: Mapping[str, str], private_key: str) -> bool:
     return hmac.compare_digest(expected, params.get("Signature", ""))
 
 
-class _ApiFaults(FaultInjector):
-    """Faults hit API actions only: the control surface must keep working under `calls=None` faults."""
-
-    def draw(self, call: str) -> list[Fault]:
-        return [] if call.startswith("_emulator") else super().draw(call)
-
-
-class US3Emulator(EmulatorServer):
+class US3Emulator(ControlledEmulator):
     """UCloud's CreateUFileToken / DescribeUFileToken / DeleteUFileToken, in memory."""
 
     name = "us3"
@@ -81,7 +77,7 @@ class US3Emulator(EmulatorServer):
     ) -> None:
         """`accounts`: PublicKey -> PrivateKey; `buckets`: name -> region; `projects`: None accepts any ProjectId."""
         super().__init__(host, port, clock)
-        self.faults = _ApiFaults()
+        self.faults = ApiFaults()
         self.accounts = dict(accounts)
         self.store = TokenStore(
             buckets,
@@ -98,13 +94,14 @@ class US3Emulator(EmulatorServer):
 
     # -- EmulatorServer ---------------------------------------------------------
     def call_name(self, request: Request) -> str:
-        if request.path.startswith(CONTROL_PREFIX):
-            return "_emulator/" + request.path[len(CONTROL_PREFIX) :]
+        control = control_call_name(request)
+        if control is not None:
+            return control
         return _params(request).get("Action") or "unknown"
 
     def dispatch(self, request: Request) -> Response:
         if request.path.startswith(CONTROL_PREFIX):
-            return self._control(request)
+            return self.control(request)
         if request.path not in ("", "/"):
             return Response(404, {"Message": f"no such path {request.path}"})
         params = _params(request)
@@ -143,43 +140,12 @@ class US3Emulator(EmulatorServer):
         return public_key
 
     # -- test control ---------------------------------------------------------------
-    def _control(self, request: Request) -> Response:
-        route = request.path[len(CONTROL_PREFIX) :].strip("/")
-        try:
-            body = json.loads(request.body) if request.body else {}
-            if not isinstance(body, dict):
-                raise ValueError("the body must be a JSON object")
-            return self._route(request.method, route, body)
-        except (ValueError, TypeError) as error:
-            return Response(400, {"error": str(error)})
-
-    def _route(self, method: str, route: str, body: dict[str, Any]) -> Response:
-        if (method, route) == ("GET", "state"):
-            return Response(200, self.state())
-        if (method, route) == ("POST", "faults"):
-            self.faults.add(_fault_from_json(body))
-            return Response(200, {"ok": True})
-        if (method, route) == ("DELETE", "faults"):
-            self.faults.clear()
-            return Response(200, {"ok": True})
-        if (method, route) == ("POST", "clock/advance"):
-            self.clock.advance(float(body.get("seconds", 0)))
-            return Response(200, {"now": self.clock.now()})
-        if (method, route) == ("POST", "clock/freeze"):
-            at = body.get("at")
-            self.clock.freeze(float(at) if at is not None else None)
-            return Response(200, {"now": self.clock.now()})
-        if (method, route) == ("POST", "clock/unfreeze"):
-            self.clock.unfreeze()
-            return Response(200, {"now": self.clock.now()})
+    def control_route(self, method: str, route: str, body: dict[str, Any]) -> Response | None:
         if method == "DELETE" and route.startswith("tokens/"):
             with self.lock:
                 removed = self.store.tokens.pop(route.removeprefix("tokens/"), None)
             return Response(200 if removed else 404, {"removed": removed is not None})
-        if (method, route) == ("POST", "reset"):
-            self.reset()
-            return Response(200, {"ok": True})
-        return Response(404, {"error": f"no control route {method} {route}"})
+        return None
 
     def state(self) -> dict[str, Any]:
         """Tokens without private keys, the clock and the per-call counters."""
@@ -205,18 +171,6 @@ def _params(request: Request) -> dict[str, str]:
     if request.body and "application/json" not in request.headers.get("content-type", ""):
         params.update(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
     return params
-
-
-def _fault_from_json(body: dict[str, Any]) -> Fault:
-    unknown = set(body) - _FAULT_FIELDS - {"calls"}
-    if unknown:
-        raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")
-    calls = body.get("calls")
-    names = None if calls is None else frozenset([calls] if isinstance(calls, str) else calls)
-    fault = Fault(**{k: v for k, v in body.items() if k != "calls"}, calls=names)
-    if fault.kind not in ("latency", "status", "retcode", "lose_response", "timeout"):
-        raise ValueError(f"unknown fault kind {fault.kind!r}")
-    return fault
 
 
 # -- command line ---------------------------------------------------------------------
