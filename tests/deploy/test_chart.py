@@ -259,7 +259,10 @@ def test_two_replicas_elect_a_leader_through_one_lease(render: Render) -> None:
     objects = render("replicas=2")
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 2
-    assert "strategy" not in deployment["spec"]  # rolling: a new pod waits for the lease
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }  # a new pod waits for the lease as a standby
     assert env(objects)["STO_LEADER_ELECTION_LEASE"] == FULLNAME
     role = lease_role(objects)
     assert role["metadata"]["namespace"] == "sto-system"  # the Lease lives in the operator's namespace
@@ -284,7 +287,7 @@ def test_leader_election_in_namespaced_mode_and_with_one_replica(render: Render)
     assert lease_role(objects)["rules"][1]["resourceNames"] == ["sto-leader"]
     single = render("leaderElection.enabled=true")
     assert env(single)["STO_LEADER_ELECTION_LEASE"] == FULLNAME
-    assert "strategy" not in one(single, "Deployment")["spec"]
+    assert one(single, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
     assert not [r for r in of_kind(render(), "Role") if r["metadata"]["name"].endswith("leader-election")]
 
 

@@ -365,3 +365,39 @@ def test_a_namespaced_install_reaches_only_its_namespace(
     finally:
         delete_namespace(api, watched)
         delete_namespace(api, other)
+
+
+def test_helm_installs_and_upgrades_between_modes(cluster: ClusterAccess, api: client.ApiClient) -> None:
+    """A real `helm install`/`upgrade`: switching replicas and modes leaves no stale field or role behind."""
+    namespace = new_namespace(api, "rbac-helm")
+    watched = new_namespace(api, "rbac-w")
+    helm = [str(tools(cluster).helm), f"--kubeconfig={cluster.kubeconfig}", "--namespace", namespace]
+    apps, rbac = client.AppsV1Api(api), client.RbacAuthorizationV1Api(api)
+    deployment = f"sto-{CHART_NAME}"
+
+    def helm_run(*args: str) -> None:
+        proc = subprocess.run([*helm, *args], capture_output=True, text=True, check=False, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+
+    def strategy() -> dict[str, Any]:
+        result: dict[str, Any] = apps.read_namespaced_deployment(deployment, namespace).to_dict()["spec"]["strategy"]
+        return result
+
+    try:
+        helm_run("install", "sto", str(CHART), "--skip-crds", "--set", "replicas=2")
+        assert strategy()["type"] == "RollingUpdate"
+        assert rbac.read_namespaced_role(f"{deployment}-leader-election", namespace)
+        helm_run("upgrade", "sto", str(CHART), "--skip-crds", "--reset-values")
+        assert strategy() == {"type": "Recreate", "rolling_update": None}
+        with pytest.raises(ApiException) as gone_role:
+            rbac.read_namespaced_role(f"{deployment}-leader-election", namespace)
+        assert gone_role.value.status == 404
+        helm_run("upgrade", "sto", str(CHART), "--skip-crds", "--reset-values", f"--set=watchNamespaces={{{watched}}}")
+        assert rbac.read_namespaced_role(deployment, watched).rules
+        with pytest.raises(ApiException) as gone_binding:
+            rbac.read_cluster_role_binding(deployment)
+        assert gone_binding.value.status == 404
+    finally:
+        subprocess.run([*helm, "uninstall", "sto"], capture_output=True, check=False, timeout=120)
+        delete_namespace(api, namespace)
+        delete_namespace(api, watched)
