@@ -201,14 +201,12 @@ def test_namespaced_mode_grants_per_namespace_roles_and_only_cluster_reads(rende
         binding = next(b for b in of_kind(objects, "RoleBinding") if b["metadata"]["namespace"] == namespace)
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME}
         assert binding["subjects"][0]["namespace"] == "sto-system"
-    # ClusterStorageProvider credentials are read (never listed) in the operator's namespace...
+    # ClusterStorageProvider credentials are read (never listed) in the operator's namespace,
+    # and events about cluster-scoped objects are posted there.
     credentials = one(objects, "Role", f"{FULLNAME}-credentials")
     assert credentials["metadata"]["namespace"] == "sto-system"
-    assert grants(credentials) == {("", "secrets"): {"get"}}
-    # ...and events about cluster-scoped objects go to `default`.
-    events = one(objects, "Role", f"{FULLNAME}-cluster-events")
-    assert events["metadata"]["namespace"] == "default"
-    assert grants(events) == {("", "events"): {"create"}}
+    assert grants(credentials) == {("", "secrets"): {"get"}, ("", "events"): {"create"}}
+    assert not [r for r in of_kind(objects, "Role") if r["metadata"]["namespace"] == "default"]
     assert [b["metadata"]["name"] for b in of_kind(objects, "ClusterRoleBinding")] == [f"{FULLNAME}-cluster"]
 
 

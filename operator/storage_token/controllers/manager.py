@@ -41,7 +41,7 @@ class Manager:
         if leading is None:
             self.leading.set()
         self.pool = ProviderPool(kube, timeout=settings.provider_timeout)
-        self.events = EventRecorder(kube)
+        self.events = EventRecorder(kube, settings.operator_namespace)
         self.tokens = TokenController(kube, self.pool, self.events, settings)
         self.providers = ProviderController(kube, self.pool, self.events, settings)
         self.sweeper = Sweeper(settings)

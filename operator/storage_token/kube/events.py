@@ -16,14 +16,15 @@ COMPONENT = "storage-token-operator"
 
 
 class EventRecorder:
-    def __init__(self, kube: Kube, component: str = COMPONENT) -> None:
+    def __init__(self, kube: Kube, home_namespace: str, component: str = COMPONENT) -> None:
         self.kube = kube
+        self.home_namespace = home_namespace  # where events about cluster-scoped objects go
         self.component = component
 
     async def record(self, obj: dict[str, Any], kind: str, reason: str, message: str, warning: bool = False) -> None:
         """Post an event about `obj`. Messages are built by the operator and never hold key material."""
         meta = obj.get("metadata") or {}
-        namespace = meta.get("namespace") or "default"
+        namespace = meta.get("namespace") or self.home_namespace
         now = format_time(datetime.now(UTC))
         body = {
             "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": namespace},
