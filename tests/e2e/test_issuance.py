@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -25,8 +26,22 @@ from storage_token.sandbox import Emulators, OperatorProcess
 pytestmark = pytest.mark.usefixtures("operator")
 
 
+KINDS = ("b2", "us3")
+BUCKET = {"b2": "demo-b2-data", "us3": "demo-us3-data"}
+
+
 def live_key_ids(emulators: Emulators, kind: str) -> set[str]:
     return emulators.live_keys(kind)
+
+
+def key_id_in_secret(emulators: Emulators, kind: str, data: dict[str, str]) -> str:
+    """The provider's id of the key a Secret (default layout) holds; "" when the provider has no such key."""
+    if kind == "b2":
+        return data["accessKeyId"]  # B2's application key id is the S3 access key id
+    with emulators.us3.lock:  # a US3 token's S3 access key is its public key, apart from its id
+        return next(
+            (t.token_id for t in emulators.us3.store.tokens.values() if t.public_key == data["accessKeyId"]), ""
+        )
 
 
 def test_b2_token_issues_a_key_into_an_owned_secret(
@@ -140,17 +155,18 @@ def test_bad_credentials_make_the_provider_and_its_tokens_not_ready(
     wait_condition(api, namespace, "app", "True", "Issued")
 
 
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_spec_change_issues_a_new_key_and_revokes_the_old_after_grace(
-    api: client.ApiClient, namespace: str, emulators: Emulators
+    api: client.ApiClient, namespace: str, emulators: Emulators, kind: str
 ) -> None:
-    apply_provider(api, emulators, "b2", namespace, "b2")
+    apply_provider(api, emulators, kind, namespace, kind)
     create_token(
         api,
         namespace,
         "app",
-        providerRef={"name": "b2"},
+        providerRef={"name": kind},
         permissions=["read"],
-        buckets=["demo-b2-data"],
+        buckets=[BUCKET[kind]],
         revokeGracePeriod="2s",
     )
     first = wait_condition(api, namespace, "app", "True", "Issued")["status"]
@@ -159,10 +175,10 @@ def test_a_spec_change_issues_a_new_key_and_revokes_the_old_after_grace(
         lambda: (t := get_token(api, namespace, "app"))["status"].get("revision") == 2 and t["status"], 60, "revision 2"
     )
     assert second["keyId"] != first["keyId"]
-    assert secret_data(api, namespace, "app")["accessKeyId"] == second["keyId"]
-    wait_for(lambda: first["keyId"] not in live_key_ids(emulators, "b2"), 30, "the old key revoked")
+    assert key_id_in_secret(emulators, kind, secret_data(api, namespace, "app")) == second["keyId"]
+    wait_for(lambda: first["keyId"] not in live_key_ids(emulators, kind), 30, "the old key revoked")
     wait_for(lambda: not get_token(api, namespace, "app")["status"].get("pendingRevocations"), 30, "queue drained")
-    assert second["keyId"] in live_key_ids(emulators, "b2")
+    assert second["keyId"] in live_key_ids(emulators, kind)
 
 
 def test_manual_renewal_by_annotation(api: client.ApiClient, namespace: str, emulators: Emulators) -> None:
@@ -194,40 +210,56 @@ def test_drift_a_deleted_or_edited_secret_is_restored_with_a_new_key(
     assert secret_data(api, namespace, "app")["secretAccessKey"] != "tampered"
 
 
-def test_short_lived_keys_are_renewed_before_they_expire(
-    api: client.ApiClient, namespace: str, emulators: Emulators
+@pytest.mark.parametrize("kind", KINDS)
+def test_short_lived_keys_are_renewed_on_schedule_and_the_secret_always_holds_a_live_key(
+    api: client.ApiClient, namespace: str, emulators: Emulators, kind: str
 ) -> None:
-    apply_provider(api, emulators, "b2", namespace, "b2")
+    apply_provider(api, emulators, kind, namespace, kind)
     create_token(
         api,
         namespace,
         "app",
-        providerRef={"name": "b2"},
+        providerRef={"name": kind},
         permissions=["read"],
+        buckets=[BUCKET[kind]],
         duration="1m",
         renewBefore="50s",
-        revokeGracePeriod="1s",
+        revokeGracePeriod="2s",
     )
     first = wait_condition(api, namespace, "app", "True", "Issued")["status"]
-    second = wait_for(
-        lambda: (t := get_token(api, namespace, "app"))["status"].get("revision") == 2 and t["status"], 40, "renewal"
-    )
-    assert second["issuedAt"] < first["notAfter"]
+    seen: set[str] = set()
+
+    def check_secret_then_renewed() -> dict[str, Any] | None:
+        # Every sample: the Secret's key is live at the provider and not past its expiry.
+        data = secret_data(api, namespace, "app")
+        key_id = key_id_in_secret(emulators, kind, data)
+        assert key_id in live_key_ids(emulators, kind), "the Secret held a key the provider no longer has"
+        assert data["expiresAt"] > datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "the Secret held an expired key"
+        seen.add(key_id)
+        status = get_token(api, namespace, "app")["status"]
+        return status if status.get("revision", 0) >= 3 else None
+
+    # Two renewals ~10 s apart (1m keys renewed 50s before expiry, minus jitter).
+    third = wait_for(check_secret_then_renewed, 60, "two renewals", interval=0.5)
+    assert len(seen) >= 2
+    assert third["issuedAt"] < first["notAfter"]
     assert "RenewalDue" in wait_event(api, namespace, "app", "Renewed")[1]
+    wait_for(lambda: first["keyId"] not in live_key_ids(emulators, kind), 30, "the first key revoked after grace")
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("policy", ["Revoke", "Retain"])
 def test_deleting_the_token_revokes_or_retains_its_key_and_the_secret_goes_with_it(
-    api: client.ApiClient, namespace: str, emulators: Emulators, policy: str
+    api: client.ApiClient, namespace: str, emulators: Emulators, policy: str, kind: str
 ) -> None:
-    apply_provider(api, emulators, "us3", namespace, "us3")
+    apply_provider(api, emulators, kind, namespace, kind)
     create_token(
         api,
         namespace,
         "app",
-        providerRef={"name": "us3"},
+        providerRef={"name": kind},
         permissions=["read"],
-        buckets=["demo-us3-data"],
+        buckets=[BUCKET[kind]],
         deletionPolicy=policy,
     )
     key_id = wait_condition(api, namespace, "app", "True", "Issued")["status"]["keyId"]
@@ -235,7 +267,7 @@ def test_deleting_the_token_revokes_or_retains_its_key_and_the_secret_goes_with_
     delete_token(api, namespace, "app")
 
     wait_gone(lambda: get_token(api, namespace, "app"), 60, "the token to be deleted")
-    assert (key_id in live_key_ids(emulators, "us3")) == (policy == "Retain")
+    assert (key_id in live_key_ids(emulators, kind)) == (policy == "Retain")
 
     wait_gone(
         lambda: client.CoreV1Api(api).read_namespaced_secret("app", namespace), 60, "the Secret to be garbage-collected"

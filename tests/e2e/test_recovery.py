@@ -130,3 +130,33 @@ def test_the_sweep_revokes_orphans_of_this_cluster_only(
     live = emulators.live_keys("b2")
     assert kept in live, "a referenced key survives the sweep"
     assert foreign in live, "another cluster's key is never touched"
+
+
+def live_names(emulators: Emulators, kind: str, prefix: str) -> dict[str, str]:
+    """Live keys at emulator `kind` whose name starts with `prefix`: id -> name."""
+    if kind == "b2":
+        return keys_named(emulators, prefix)
+    with emulators.us3.lock:
+        now = emulators.us3.clock.now()
+        return {
+            t.token_id: t.token_name
+            for t in emulators.us3.store.tokens.values()
+            if t.token_name.startswith(prefix) and not t.expired(now)
+        }
+
+
+@pytest.mark.parametrize(("kind", "create_call"), [("b2", "b2_create_key"), ("us3", "CreateUFileToken")])
+def test_a_create_response_lost_after_the_key_was_made_leaves_exactly_the_recorded_key(
+    api: client.ApiClient, namespace: str, emulators: Emulators, operator: OperatorProcess, kind: str, create_call: str
+) -> None:
+    """The provider applies the create but the answer never arrives: B2 deletes by name and issues
+    again, US3 adopts the token found by name; either way one key is live and it is the recorded one."""
+    apply_provider(api, emulators, kind, namespace, kind)
+    lost = emulators.b2 if kind == "b2" else emulators.us3
+    fault = lost.faults.inject("lose_response", create_call, times=1)
+    buckets = ["demo-us3-data"] if kind == "us3" else []
+    create_token(api, namespace, "app", providerRef={"name": kind}, permissions=["read"], buckets=buckets)
+    status = wait_condition(api, namespace, "app", "True", "Issued")["status"]
+    assert fault.hits == 1
+    live = live_names(emulators, kind, f"{cluster_prefix('e2e')}{namespace}-app-")
+    assert list(live) == [status["keyId"]], f"exactly the recorded key is live, got {live}"

@@ -158,3 +158,72 @@ def test_forbidden_requests_never_reach_the_provider(
     token = wait_condition(api, namespace, "app", "False", reason)
     assert message in condition(token, "Ready")["message"]
     assert emulators.b2.count("b2_create_key") == creates
+
+
+@pytest.mark.parametrize(
+    ("policy", "spec", "field"),
+    [
+        ({"allowedBuckets": ["demo-b2-logs"]}, {"buckets": ["demo-b2-data"]}, "spec.buckets"),
+        (
+            {"allowedBuckets": ["demo-b2-*"], "allowedPrefixes": ["team-a/*"]},
+            {"buckets": ["demo-b2-data"], "prefixes": ["team-b/"]},
+            "spec.prefixes",
+        ),
+        ({"allowedPermissions": ["read", "list"]}, {"permissions": ["read", "delete"]}, "spec.permissions"),
+        ({"maxDuration": "1h"}, {"duration": "2h"}, "spec.duration"),
+    ],
+    ids=["bucket outside the ceiling", "prefix outside the ceiling", "permission outside", "duration over the max"],
+)
+def test_a_token_beyond_the_ceiling_is_refused_naming_the_field(
+    api: client.ApiClient,
+    namespace: str,
+    emulators: Emulators,
+    policy: dict[str, Any],
+    spec: dict[str, Any],
+    field: str,
+) -> None:
+    apply_provider(api, emulators, "b2", namespace, "b2", policy=policy)
+    creates = emulators.b2.count("b2_create_key")
+    create_token(api, namespace, "greedy", providerRef={"name": "b2"}, **{"permissions": ["read"], **spec})
+    token = wait_condition(api, namespace, "greedy", "False", "PolicyViolation")
+    assert condition(token, "Ready")["message"].startswith(field)
+    assert emulators.b2.count("b2_create_key") == creates
+
+
+def test_credentials_are_never_read_from_a_foreign_namespace(
+    api: client.ApiClient, namespace: str, other_namespace: str, emulators: Emulators
+) -> None:
+    """A StorageProvider names a Secret that exists only in another namespace; a ClusterStorageProvider
+    names one that exists only in the token's namespace: neither is read."""
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    core.create_namespaced_secret(other_namespace, emulators.credentials_secret("b2", "stolen", other_namespace))
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "storageproviders", emulators.provider("b2", "b2", namespace, "stolen")
+    )
+    core.create_namespaced_secret(namespace, emulators.credentials_secret("b2", "local-only", namespace))
+    custom.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "clusterstorageproviders",
+        emulators.provider("b2", f"foreign-{namespace}", None, "local-only", namespaces=[namespace]),
+    )
+    try:
+        for kind, plural, where, name in (
+            ("StorageProvider", "storageproviders", namespace, "b2"),
+            ("ClusterStorageProvider", "clusterstorageproviders", None, f"foreign-{namespace}"),
+        ):
+
+            def missing(plural: str = plural, where: str | None = where, name: str = name) -> bool:
+                body = (
+                    custom.get_namespaced_custom_object(GROUP, VERSION, where, plural, name)
+                    if where
+                    else custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
+                )
+                return condition(body, "Ready").get("reason") == "CredentialsSecretMissing"
+
+            wait_for(missing, 30, f"{kind} {name} Ready=False CredentialsSecretMissing")
+        create_token(api, namespace, "app", providerRef={"name": "b2"}, permissions=["read"])
+        wait_condition(api, namespace, "app", "False", "ProviderNotReady")
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, "clusterstorageproviders", f"foreign-{namespace}")
