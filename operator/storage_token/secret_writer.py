@@ -96,12 +96,17 @@ def build_secret(
     }
 
 
-async def write_secret(kube: Kube, body: dict[str, Any], current: Mapping[str, Any] | None) -> None:
-    """Create, or replace whole (data swapped in one write) at the version read; Conflict if it moved."""
+async def write_secret(kube: Kube, body: dict[str, Any], current: Mapping[str, Any] | None) -> str:
+    """Create, or replace whole (data swapped in one write) at the version read; Conflict if it moved.
+
+    Returns the resourceVersion written, so the watch event of our own write can be told apart.
+    """
     namespace = body["metadata"]["namespace"]
     if current is None:
-        await kube.create_secret(namespace, body)
-        return
-    body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-    if await kube.replace_secret(namespace, body["metadata"]["name"], body) is None:
-        raise Conflict("the Secret was deleted while it was being replaced")
+        written = await kube.create_secret(namespace, body)
+    else:
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        written = await kube.replace_secret(namespace, body["metadata"]["name"], body)
+        if written is None:
+            raise Conflict("the Secret was deleted while it was being replaced")
+    return str(((written or {}).get("metadata") or {}).get("resourceVersion") or "")

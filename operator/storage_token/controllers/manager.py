@@ -48,6 +48,7 @@ class Manager:
         self.token_cache: dict[TokenKey, dict[str, Any]] = {}
         self.provider_cache: dict[ProviderKey, dict[str, Any]] = {}
         self.tokens.provider_cache = self.provider_cache
+        self.tokens.on_written = self._remember_token
         self.token_queue: WorkQueue[TokenKey] = WorkQueue()
         self.provider_queue: WorkQueue[ProviderKey] = WorkQueue()
         self._token_workers = Workers(
@@ -87,6 +88,10 @@ class Manager:
         if current is None or _resource_version(body) >= _resource_version(current):
             cache[key] = body
 
+    def _remember_token(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        self._remember(self.token_cache, (meta["namespace"], meta["name"]), body)
+
     def on_token_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
@@ -95,6 +100,9 @@ class Manager:
             self.token_queue.forget(key)
             metrics.forget_token(*key)
             return
+        current = self.token_cache.get(key)
+        if current is not None and _resource_version(body) <= _resource_version(current):
+            return  # our own write (already cached from its response) or an older version: nothing new
         self._remember(self.token_cache, key, body)
         self.token_queue.add(key)
 
@@ -120,7 +128,10 @@ class Manager:
         meta = body["metadata"]
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
         token = (meta.get("labels") or {}).get(LABEL_TOKEN)
-        if token:
+        own_write = self.tokens.own_secret_writes.get((namespace, name)) == meta.get("resourceVersion")
+        if event_type == "DELETED":
+            self.tokens.own_secret_writes.pop((namespace, name), None)
+        if token and not own_write:
             self.token_queue.add((namespace, token))
         for key, provider in list(self.provider_cache.items()):
             spec = ProviderSpec.parse(provider, credentials_namespace=self.settings.operator_namespace)

@@ -103,6 +103,10 @@ class TokenController:
         self.kube, self.pool, self.events, self.settings, self.clock = kube, pool, events, settings, clock
         self.missing_keys: set[str] = set()  # key ids the sweep found gone at their provider
         self.provider_cache: ProviderCache = {}  # the Manager shares its watch cache
+        # (namespace, Secret name) -> resourceVersion of our last write: its watch event needs no reconcile.
+        self.own_secret_writes: dict[tuple[str, str], str] = {}
+        # Called with every token body this controller writes, so the Manager's cache runs ahead of the watch.
+        self.on_written: Callable[[dict[str, Any]], None] = lambda body: None
 
     # -- entry ------------------------------------------------------------------
     async def reconcile(self, token: dict[str, Any]) -> Outcome:
@@ -123,6 +127,7 @@ class TokenController:
             )
             if patched is None:
                 return Outcome()
+            self.on_written(patched)
             token = patched
         now = self.clock()
         try:
@@ -221,7 +226,7 @@ class TokenController:
         body = build_secret(token, spec.secret, data, issued.key_id, revision, expires)
         del data, material
         try:
-            await write_secret(self.kube, body, secret)
+            self.own_secret_writes[(meta["namespace"], spec.secret.name)] = await write_secret(self.kube, body, secret)
         except Conflict:
             # Someone wrote the Secret meanwhile: keep the intent (the key is adopted/replaced next run).
             return Outcome(wakeup=value.now, body=token)
@@ -537,9 +542,12 @@ class TokenController:
     async def _patch_status(self, token: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any] | None:
         meta = token["metadata"]
         try:
-            return await self.kube.patch_status(KIND, meta["namespace"], meta["name"], {"status": patch})
+            written = await self.kube.patch_status(KIND, meta["namespace"], meta["name"], {"status": patch})
         except Conflict:
             return None
+        if written is not None:
+            self.on_written(written)
+        return written
 
     async def _restart_targets(self, token: dict[str, Any], spec: TokenSpec, now: datetime) -> None:
         meta = token["metadata"]
