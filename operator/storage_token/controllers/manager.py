@@ -14,7 +14,7 @@ from storage_token.controllers.providers import ProviderController
 from storage_token.controllers.runtime import Workers, WorkQueue
 from storage_token.controllers.sweep import References, Sweeper
 from storage_token.controllers.tokens import TokenController
-from storage_token.kube.api import Kube
+from storage_token.kube.api import Conflict, Kube
 from storage_token.kube.events import EventRecorder
 from storage_token.model.provider import CLUSTER_KIND, ProviderSpec
 from storage_token.model.token import TokenStatus
@@ -25,6 +25,7 @@ from storage_token.secret_writer import LABEL_TOKEN
 log = logging.getLogger(__name__)
 
 TokenKey = tuple[str, str]  # namespace, name
+CONFLICT_RETRY = timedelta(seconds=5)  # fallback if the newer version's watch event never comes
 ProviderKey = tuple[str, str, str]  # kind, namespace ("" for cluster), name
 
 
@@ -158,7 +159,12 @@ class Manager:
         body = self.token_cache.get(key)
         if body is None:
             return None
-        outcome = await self.tokens.reconcile(body)
+        try:
+            outcome = await self.tokens.reconcile(body)
+        except Conflict:
+            # Our cached copy is behind: the watch event of the newer version queues this key again.
+            log.debug("token %s/%s changed while being reconciled; waiting for the newer version", *key)
+            return datetime.now(UTC) + CONFLICT_RETRY
         if outcome.body is not None:
             self._remember(self.token_cache, key, outcome.body)
             self._publish_token_metrics(key, outcome.body)
