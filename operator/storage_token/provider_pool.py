@@ -48,22 +48,35 @@ class ProviderHandle:
 
 
 class ProviderPool:
-    def __init__(self, kube: Kube, timeout: float = 10.0) -> None:
+    def __init__(self, kube: Kube, timeout: float = 10.0, recheck_after: float = 300.0) -> None:
         self.kube = kube
         self.timeout = timeout
+        self.recheck_after = recheck_after
         self._handles: dict[tuple[str, str, str], ProviderHandle] = {}
+        self._checked: dict[tuple[str, str, str], float] = {}  # when the credentials Secret was last read
+        self._stale: set[tuple[str, str, str]] = set()
         self._lock = asyncio.Lock()
 
     async def get(self, spec: ProviderSpec) -> ProviderHandle:
-        """A client for `spec`; re-reads the credentials Secret and rebuilds when it or the spec changed."""
+        """A client for `spec`, rebuilt when the spec or its credentials Secret changed.
+
+        The Secret is re-read only when the watch said it changed (`invalidate`) or after
+        `recheck_after` seconds, not on every call: a busy operator would otherwise read it per key.
+        """
+        key = (spec.kind, spec.namespace if spec.kind == "StorageProvider" else "", spec.name)
+        handle = self._handles.get(key)
+        fresh = time.monotonic() - self._checked.get(key, float("-inf")) < self.recheck_after
+        if handle is not None and handle.spec == spec and fresh and key not in self._stale:
+            return handle
         secret = await self.kube.get_secret(spec.namespace, spec.credentials_secret)
         if secret is None:
             raise CredentialsSecretMissing(
                 f"credentials Secret {spec.namespace}/{spec.credentials_secret} not found", provider=spec.type
             )
         version = secret["metadata"].get("resourceVersion", "")
-        key = (spec.kind, spec.namespace if spec.kind == "StorageProvider" else "", spec.name)
         async with self._lock:
+            self._checked[key] = time.monotonic()
+            self._stale.discard(key)
             handle = self._handles.get(key)
             if handle is not None and handle.spec == spec and handle.credentials_version == version:
                 return handle
@@ -89,6 +102,12 @@ class ProviderPool:
             handle = ProviderHandle(spec, client, limiter, version)
             self._handles[key] = handle
             return handle
+
+    def invalidate(self, secret_namespace: str, secret_name: str) -> None:
+        """A credentials Secret changed: the next `get` of a provider using it re-reads it."""
+        for key, handle in self._handles.items():
+            if handle.spec.namespace == secret_namespace and handle.spec.credentials_secret == secret_name:
+                self._stale.add(key)
 
     async def forget(self, kind: str, namespace: str, name: str) -> None:
         handle = self._handles.pop((kind, namespace if kind == "StorageProvider" else "", name), None)

@@ -8,10 +8,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kubernetes.client.rest import ApiException
+
 from storage_token import metrics
 from storage_token.config import Settings
 from storage_token.controllers.providers import ProviderController
-from storage_token.controllers.runtime import Workers, WorkQueue
+from storage_token.controllers.runtime import RetryLater, Workers, WorkQueue
 from storage_token.controllers.sweep import References, Sweeper
 from storage_token.controllers.tokens import TokenController
 from storage_token.kube.api import Conflict, Kube
@@ -47,6 +49,8 @@ class Manager:
         self.providers = ProviderController(kube, self.pool, self.events, settings)
         self.sweeper = Sweeper(settings)
         self.token_cache: dict[TokenKey, dict[str, Any]] = {}
+        self._secret_of: dict[TokenKey, tuple[str, str]] = {}
+        self._tokens_by_secret: dict[tuple[str, str], set[str]] = {}
         self.provider_cache: dict[ProviderKey, dict[str, Any]] = {}
         self.tokens.provider_cache = self.provider_cache
         self.tokens.on_written = self._remember_token
@@ -99,8 +103,10 @@ class Manager:
         if event_type == "DELETED":
             self.token_cache.pop(key, None)
             self.token_queue.forget(key)
+            self._index_secret_name(key, None)
             metrics.forget_token(*key)
             return
+        self._index_secret_name(key, body)
         current = self.token_cache.get(key)
         if current is not None and _resource_version(body) <= _resource_version(current):
             return  # our own write (already cached from its response) or an older version: nothing new
@@ -134,17 +140,30 @@ class Manager:
             self.tokens.own_secret_writes.pop((namespace, name), None)
         if token and not own_write:
             self.token_queue.add((namespace, token))
-        for key, provider in list(self.provider_cache.items()):
-            spec = ProviderSpec.parse(provider, credentials_namespace=self.settings.operator_namespace)
-            if spec.namespace == namespace and spec.credentials_secret == name:
-                self.provider_queue.add(key)
+        if not token:
+            self.pool.invalidate(namespace, name)
+            for key, provider in list(self.provider_cache.items()):
+                spec = ProviderSpec.parse(provider, credentials_namespace=self.settings.operator_namespace)
+                if spec.namespace == namespace and spec.credentials_secret == name:
+                    self.provider_queue.add(key)
         # A Secret of a token's name may appear or vanish without our label (conflicts, deletions).
-        for (token_namespace, token_name), token_body in list(self.token_cache.items()):
-            if token_namespace != namespace:
-                continue
-            secret_name = ((token_body.get("spec") or {}).get("secret") or {}).get("name") or token_name
-            if secret_name == name and token_name != token:
-                self.token_queue.add((token_namespace, token_name))
+        for token_name in self._tokens_by_secret.get((namespace, name), ()):
+            if token_name != token:
+                self.token_queue.add((namespace, token_name))
+
+    def _index_secret_name(self, key: TokenKey, body: dict[str, Any] | None) -> None:
+        """Which tokens write which Secret name, so a Secret event finds its tokens without a scan."""
+        previous = self._secret_of.pop(key, None)
+        if previous is not None:
+            holders = self._tokens_by_secret.get(previous, set())
+            holders.discard(key[1])
+            if not holders:
+                self._tokens_by_secret.pop(previous, None)
+        if body is None:
+            return
+        secret = ((body.get("spec") or {}).get("secret") or {}).get("name") or key[1]
+        self._secret_of[key] = (key[0], secret)
+        self._tokens_by_secret.setdefault((key[0], secret), set()).add(key[1])
 
     def _enqueue_tokens_of(self, provider: ProviderKey) -> None:
         kind, namespace, name = provider
@@ -161,6 +180,9 @@ class Manager:
             return None
         try:
             outcome = await self.tokens.reconcile(body)
+        except ApiException as error:
+            # e.g. 403 while the namespace terminates, 429/5xx from an overloaded API server
+            raise RetryLater(f"API server answered {error.status} {error.reason}") from None
         except Conflict:
             # Our cached copy is behind: the watch event of the newer version queues this key again.
             log.debug("token %s/%s changed while being reconciled; waiting for the newer version", *key)
@@ -187,7 +209,10 @@ class Manager:
         body = self.provider_cache.get(key)
         if body is None:
             return None
-        wakeup, changed = await self.providers.reconcile(body)
+        try:
+            wakeup, changed = await self.providers.reconcile(body)
+        except ApiException as error:
+            raise RetryLater(f"API server answered {error.status} {error.reason}") from None
         if changed:
             self._enqueue_tokens_of(key)
         return wakeup

@@ -26,6 +26,11 @@ K = TypeVar("K", bound=Hashable)
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # seconds, for reconciles that raised
 
 
+class RetryLater(Exception):
+    """An expected, transient failure (e.g. the API server refused a write): retried with backoff,
+    logged as one line rather than a traceback."""
+
+
 class WorkQueue(Generic[K]):
     def __init__(self) -> None:
         self._ready: asyncio.Queue[K] = asyncio.Queue()
@@ -123,13 +128,15 @@ class Workers(Generic[K]):
                 wakeup = await self.reconcile(key)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as error:
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
                 delay = min(RETRY_MIN * 2 ** (failures - 1), RETRY_MAX)
-                log.exception(
-                    "%s reconcile of %s failed (attempt %d); retrying in %.0fs", self.name, key, failures, delay
-                )
+                message = "%s reconcile of %s failed (attempt %d); retrying in %.0fs"
+                if isinstance(error, RetryLater):
+                    log.warning(message + ": %s", self.name, key, failures, delay, error)
+                else:
+                    log.exception(message, self.name, key, failures, delay)
                 metrics.record_reconcile(self.name, "error")
                 self.queue.add_at(key, time.monotonic() + delay)
             else:
