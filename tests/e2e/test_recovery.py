@@ -56,9 +56,10 @@ def test_killed_during_a_create_the_intent_is_resolved_without_a_leaked_key(
 ) -> None:
     apply_provider(api, emulators, "b2", namespace, "b2")
     # The create reaches the provider and is applied, but the operator dies before it hears back.
-    emulators.b2.faults.inject("latency", "b2_create_key", latency=3.0, times=1)
+    slow = emulators.b2.faults.inject("latency", "b2_create_key", latency=3.0, times=1)
     create_token(api, namespace, "app", providerRef={"name": "b2"}, permissions=["read"])
     intent = wait_for(lambda: (get_token(api, namespace, "app").get("status") or {}).get("intent"), 30, "the intent")
+    wait_for(lambda: slow.hits == 1, 30, "the create to reach the provider")
     own_operator.kill()
     prefix = f"{cluster_prefix(CLUSTER_ID)}{namespace}-app-"
     wait_for(lambda: keys_named(emulators, prefix), 10, "the interrupted create to land at the provider")
@@ -79,13 +80,14 @@ def test_a_restart_rebuilds_schedules_without_reissuing_healthy_tokens(
     for name in ("one", "two", "three"):
         create_token(api, namespace, name, providerRef={"name": "b2"}, permissions=["read"])
     before = {name: wait_condition(api, namespace, name, "True")["status"] for name in ("one", "two", "three")}
-    creates = emulators.b2.count("b2_create_key")
     own_operator.stop()
     own_operator.start()
     # Prove the new process is reconciling: a new token gets its key.
     create_token(api, namespace, "four", providerRef={"name": "b2"}, permissions=["read"])
     wait_condition(api, namespace, "four", "True")
-    assert emulators.b2.count("b2_create_key") == creates + 1
+    for name, status in before.items():
+        live = keys_named(emulators, f"{cluster_prefix(CLUSTER_ID)}{namespace}-{name}-")
+        assert list(live) == [status["keyId"]], f"{name} was re-issued: {live}"
     for name, status in before.items():
         now = get_token(api, namespace, name)["status"]
         assert (now["keyId"], now["revision"], now["renewalTime"]) == (
@@ -160,3 +162,32 @@ def test_a_create_response_lost_after_the_key_was_made_leaves_exactly_the_record
     assert fault.hits == 1
     live = live_names(emulators, kind, f"{cluster_prefix('e2e')}{namespace}-app-")
     assert list(live) == [status["keyId"]], f"exactly the recorded key is live, got {live}"
+
+
+def test_killed_after_the_secret_write_the_key_in_the_secret_is_kept(
+    api: client.ApiClient, namespace: str, emulators: Emulators, own_operator: OperatorProcess
+) -> None:
+    """The crash came after the Secret was written but before the status recorded the key: the intent
+    is still there, yet the Secret already holds that revision's key. It is kept, not deleted and
+    re-issued (a B2 key's secret can't be read again, but the Secret has it)."""
+    apply_provider(api, emulators, "b2", namespace, "b2")
+    create_token(api, namespace, "app", providerRef={"name": "b2"}, permissions=["read"])
+    status = wait_condition(api, namespace, "app", "True", "Issued")["status"]
+    own_operator.stop()
+    # Rebuild the crash state: the intent for the key the Secret holds, as if the last write never came.
+    client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        "storagetoken.dev",
+        "v1alpha1",
+        namespace,
+        "storagetokens",
+        "app",
+        {"status": {"intent": {"keyName": status["keyName"], "revision": status["revision"]}}},
+    )
+    creates = emulators.b2.count("b2_create_key")
+    own_operator.start()
+    healed = wait_for(lambda: (s := get_token(api, namespace, "app")["status"]).get("intent") is None and s, 30, "")
+    assert healed["keyId"] == status["keyId"]
+    assert healed["revision"] == status["revision"]
+    assert status["keyId"] in emulators.live_keys("b2"), "the key in the Secret was not revoked"
+    assert emulators.b2.count("b2_create_key") == creates, "nothing was re-issued"
+    assert secret_data(api, namespace, "app")["accessKeyId"] == status["keyId"]

@@ -40,9 +40,11 @@ from storage_token.providers.errors import (
 from storage_token.secret_render import KeyMaterial, TemplateError, render_secret_data, validate_template
 from storage_token.secret_writer import (
     ANNOTATION_KEY_ID_HASH,
+    ANNOTATION_REVISION,
     build_secret,
     is_owned_by,
     key_id_hash,
+    secret_state,
     write_secret,
 )
 
@@ -170,8 +172,13 @@ class TokenController:
         if status.intent is not None:
             revision = status.intent.revision
             name = status.intent.key_name
-            # The create may have happened: US3 adopts the token found by name, B2 deletes keys of that name.
+            # The create may have happened. If the Secret was already written with it (the crash came
+            # between the Secret and the status), keep that key; otherwise US3 adopts the token found by
+            # name and B2 deletes keys of that name (their secret is gone).
             try:
+                written_key = await self._key_in_secret(handle, secret, meta["uid"], name, revision)
+                if written_key is not None:
+                    return await self._record_issued(token, value, handle, written_key, revision, why)
                 issued = await handle.call(lambda p: p.recover(name), "recover")
             except ProviderError as error:
                 return await self._failed(token, status, error, value.now, keep_intent=True)
@@ -231,6 +238,21 @@ class TokenController:
             # Someone wrote the Secret meanwhile: keep the intent (the key is adopted/replaced next run).
             return Outcome(wakeup=value.now, body=token)
         return await self._record_issued(token, value, handle, issued, revision, why)
+
+    async def _key_in_secret(
+        self, handle: ProviderHandle, secret: dict[str, Any] | None, uid: str, name: str, revision: int
+    ) -> IssuedKey | None:
+        """The key of intent `name` if our Secret already holds it and the provider still has it."""
+        if secret is None or not is_owned_by(secret, uid) or not secret_state(secret, uid).intact:
+            return None
+        annotations = (secret.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(ANNOTATION_REVISION) != str(revision):
+            return None
+        for key in await handle.call(lambda p: p.list_keys(name), "list"):
+            if key.key_name == name and key_id_hash(key.key_id) == annotations.get(ANNOTATION_KEY_ID_HASH):
+                # The secret itself stays in the Secret; the status only needs the id, name and expiry.
+                return IssuedKey(key.key_id, key.key_name, "", "", key.not_after)
+        return None
 
     async def _record_issued(
         self,
