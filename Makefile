@@ -39,5 +39,10 @@ e2e: tools
 sandbox: tools
 	$(BIN)/storage-token sandbox $(SANDBOX_ARGS)
 
+# Not part of `make test`: minutes of load on a fresh control plane; results in tests/bench/results/.
+bench: tools
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python tests/bench/bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
