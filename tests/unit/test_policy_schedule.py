@@ -116,3 +116,14 @@ def test_a_secret_never_holds_an_expired_key_while_the_provider_is_up(
         wakeup = next_wakeup(now, renew, granted, None, [])
         assert wakeup is not None
         now = wakeup + timedelta(seconds=lateness_s)
+
+
+def test_the_earliest_due_moment_of_a_status_orders_the_work_queue() -> None:
+    assert TokenStatus().earliest_due() is None
+    renew, expiry = T0 + timedelta(hours=16), T0 + timedelta(hours=24)
+    healthy = TokenStatus(key_id="k2", not_after=expiry, renewal_time=renew)
+    assert healthy.earliest_due() == renew
+    revocation = PendingRevocation("k1", "n1", due_at=T0 + timedelta(minutes=5), not_after=T0 + timedelta(hours=1))
+    assert replace(healthy, pending_revocations=(revocation,)).earliest_due() == T0 + timedelta(minutes=5)
+    expiring = replace(revocation, due_at=T0 + timedelta(hours=2), not_after=T0 + timedelta(minutes=1))
+    assert replace(healthy, pending_revocations=(expiring,)).earliest_due() == T0 + timedelta(minutes=1)

@@ -103,3 +103,36 @@ async def test_work_queue_timers_fire_the_earliest_request() -> None:
             await asyncio.wait_for(queue.get(), 0.2)
     finally:
         timers.cancel()
+
+
+async def test_work_queue_serves_overdue_work_first() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("healthy")
+    queue.add("new")
+    queue.add("revocation late by a minute", time.time() - 60)
+    queue.add("renewal late by a second", time.time() - 1)
+    got = [await queue.get() for _ in range(4)]
+    assert got == ["revocation late by a minute", "renewal late by a second", "healthy", "new"]
+
+
+async def test_work_queue_moves_a_key_ahead_once_and_serves_it_once() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a")
+    queue.add("b")
+    queue.add("b", time.time() - 10)  # became overdue: ahead of "a"
+    queue.add("b")  # a later due does not move it back
+    assert len(queue) == 2
+    assert [await queue.get(), await queue.get()] == ["b", "a"]
+    with pytest.raises(TimeoutError):  # the superseded entry of "b" is not served again
+        await asyncio.wait_for(queue.get(), 0.1)
+
+
+async def test_work_queue_keeps_the_earliest_due_of_a_key_changed_while_processing() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("a")
+    assert await queue.get() == "a"
+    queue.add("b")
+    queue.add("a", time.time() - 30)  # while "a" is being reconciled
+    queue.add("a")
+    queue.done("a")
+    assert [await queue.get(), await queue.get()] == ["a", "b"]

@@ -111,7 +111,9 @@ class Manager:
         if current is not None and _resource_version(body) <= _resource_version(current):
             return  # our own write (already cached from its response) or an older version: nothing new
         self._remember(self.token_cache, key, body)
-        self.token_queue.add(key)
+        # Overdue work (e.g. a revocation that came due while no operator ran) goes ahead of the rest.
+        earliest = TokenStatus.parse(body.get("status")).earliest_due()
+        self.token_queue.add(key, min(earliest.timestamp(), time.time()) if earliest else None)
 
     def on_provider_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]

@@ -2,7 +2,10 @@
 
 Watch events only enqueue a key; workers reconcile the latest cached body.
 One key is never reconciled twice at once; a key enqueued while it is being
-reconciled runs again afterwards. Timers live in one heap driven by one task,
+reconciled runs again afterwards. Keys are served most overdue first: each
+carries the wall-clock time its work became due (default: when it was added),
+so after a restart relists every object, a revocation or renewal that is
+already late runs before the check-ups of healthy objects. Timers live in one heap driven by one task,
 so thousands of idle tokens cost no CPU between their renewals.
 """
 
@@ -33,21 +36,24 @@ class RetryLater(Exception):
 
 class WorkQueue(Generic[K]):
     def __init__(self) -> None:
-        self._ready: asyncio.Queue[K] = asyncio.Queue()
-        self._queued: set[K] = set()
+        # (due, sequence, key); an entry whose due no longer matches _queued[key] is stale and skipped.
+        self._ready: asyncio.PriorityQueue[tuple[float, int, K]] = asyncio.PriorityQueue()
+        self._queued: dict[K, float] = {}
         self._processing: set[K] = set()
-        self._dirty: set[K] = set()
+        self._dirty: dict[K, float] = {}
         self._timers: list[tuple[float, int, K]] = []
         self._due: dict[K, float] = {}
         self._sequence = itertools.count()
         self._timer_changed = asyncio.Event()
 
-    def add(self, key: K) -> None:
+    def add(self, key: K, due: float | None = None) -> None:
+        """Queue `key`; `due` (epoch seconds) is when its work became due, earlier runs first."""
+        due = time.time() if due is None else due
         if key in self._processing:
-            self._dirty.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            self._ready.put_nowait(key)
+            self._dirty[key] = min(due, self._dirty.get(key, due))
+        elif due < self._queued.get(key, float("inf")):
+            self._queued[key] = due
+            self._ready.put_nowait((due, next(self._sequence), key))
         metrics.set_queue_depth(len(self._queued))
 
     def add_at(self, key: K, when: float) -> None:
@@ -67,16 +73,18 @@ class WorkQueue(Generic[K]):
         self._due.pop(key, None)
 
     async def get(self) -> K:
-        key = await self._ready.get()
-        self._queued.discard(key)
+        while True:
+            due, _, key = await self._ready.get()
+            if self._queued.get(key) == due:
+                break
+        del self._queued[key]
         self._processing.add(key)
         return key
 
     def done(self, key: K) -> None:
         self._processing.discard(key)
         if key in self._dirty:
-            self._dirty.discard(key)
-            self.add(key)
+            self.add(key, self._dirty.pop(key))
 
     def __len__(self) -> int:
         return len(self._queued)
@@ -88,7 +96,7 @@ class WorkQueue(Generic[K]):
                 when, _, key = heapq.heappop(self._timers)
                 if self._due.get(key) == when:
                     del self._due[key]
-                    self.add(key)
+                    self.add(key, time.time() - (now - when))
             self._timer_changed.clear()
             timeout = self._timers[0][0] - now if self._timers else None
             with contextlib.suppress(TimeoutError):

@@ -41,9 +41,7 @@ import binascii
 import collections
 import json
 import re
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -304,16 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         s3_api_url=args.s3_api_url,
         account_id=args.account_id,
     )
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    emulator.start()
-    try:
-        print(json.dumps({"url": emulator.url, "kind": "b2", "accountId": emulator.account_id}), flush=True)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        emulator.stop()
+    emulator.serve_until_signalled({"kind": "b2", "accountId": emulator.account_id})
     return 0
 
 

@@ -21,38 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-KNOWN_CAPABILITIES = frozenset(
-    {
-        "listKeys",
-        "writeKeys",
-        "deleteKeys",
-        "listAllBucketNames",
-        "listBuckets",
-        "readBuckets",
-        "writeBuckets",
-        "deleteBuckets",
-        "readBucketRetentions",
-        "writeBucketRetentions",
-        "readBucketEncryption",
-        "writeBucketEncryption",
-        "readBucketNotifications",
-        "writeBucketNotifications",
-        "readBucketReplications",
-        "writeBucketReplications",
-        "readBucketLogging",
-        "writeBucketLogging",
-        "listFiles",
-        "readFiles",
-        "shareFiles",
-        "writeFiles",
-        "deleteFiles",
-        "readFileLegalHolds",
-        "writeFileLegalHolds",
-        "readFileRetentions",
-        "writeFileRetentions",
-        "bypassGovernance",
-    }
-)
+# The documented capability list is a fact of the API, shared with the client (the emulator
+# still decides on its own which of them a caller may grant).
+from storage_token.providers.b2.capabilities import KNOWN_CAPABILITIES
+
 ACCOUNT_CAPABILITIES = frozenset({"listKeys", "writeKeys", "deleteKeys", "writeBuckets", "deleteBuckets"})
 KEY_NAME = re.compile(r"[A-Za-z0-9-]{1,100}")
 MAX_DURATION_SECONDS = 86_400_000

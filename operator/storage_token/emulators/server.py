@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import signal
 import socket
 import threading
 import time
@@ -106,6 +107,19 @@ class EmulatorServer:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+
+    def serve_until_signalled(self, announce: dict[str, Any]) -> None:
+        """Command-line use: start, print `announce` plus the url as one JSON line, stop on SIGTERM/SIGINT."""
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        self.start()
+        try:
+            print(json.dumps({"url": self.url, **announce}), flush=True)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            self.stop()
 
     def __enter__(self) -> EmulatorServer:
         return self.start()

@@ -26,10 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import json
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -222,16 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         default_region=args.default_region,
         projects=set(args.project) if args.project else None,
     )
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    emulator.start()
-    try:
-        print(json.dumps({"url": emulator.url, "kind": "us3"}), flush=True)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        emulator.stop()
+    emulator.serve_until_signalled({"kind": "us3"})
     return 0
 
 

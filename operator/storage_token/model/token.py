@@ -180,3 +180,11 @@ class TokenStatus:
             pending_revocations=tuple(PendingRevocation.parse(p) for p in status.get("pendingRevocations") or ()),
             observed_generation=int(status.get("observedGeneration") or 0),
         )
+
+    def earliest_due(self) -> datetime | None:
+        """The first moment the recorded state needs work: a renewal, an expiry, a revocation."""
+        moments = [self.renewal_time, self.not_after]
+        for pending in self.pending_revocations:
+            moments += [pending.due_at, pending.not_after]
+        present = [moment for moment in moments if moment is not None]
+        return min(present) if present else None
