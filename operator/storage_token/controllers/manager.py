@@ -16,7 +16,7 @@ from storage_token.controllers.providers import ProviderController
 from storage_token.controllers.runtime import RetryLater, Workers, WorkQueue
 from storage_token.controllers.sweep import References, Sweeper
 from storage_token.controllers.tokens import TokenController
-from storage_token.kube.api import Conflict, Kube
+from storage_token.kube.api import Conflict, Kube, NamespaceTerminating
 from storage_token.kube.events import EventRecorder
 from storage_token.model.provider import CLUSTER_KIND, ProviderSpec
 from storage_token.model.token import TokenStatus
@@ -182,8 +182,11 @@ class Manager:
             return None
         try:
             outcome = await self.tokens.reconcile(body)
+        except NamespaceTerminating:
+            log.debug("token %s/%s: its namespace is terminating; waiting for the token's deletion", *key)
+            return None
         except ApiException as error:
-            # e.g. 403 while the namespace terminates, 429/5xx from an overloaded API server
+            # e.g. 429/5xx from an overloaded API server
             raise RetryLater(f"API server answered {error.status} {error.reason}") from None
         except Conflict:
             # Our cached copy is behind: the watch event of the newer version queues this key again.
@@ -213,6 +216,9 @@ class Manager:
             return None
         try:
             wakeup, changed = await self.providers.reconcile(body)
+        except NamespaceTerminating:
+            log.debug("provider %s/%s/%s: its namespace is terminating", *key)
+            return None
         except ApiException as error:
             raise RetryLater(f"API server answered {error.status} {error.reason}") from None
         if changed:

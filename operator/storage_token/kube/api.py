@@ -31,8 +31,18 @@ WORKLOAD_METHODS = {
 }
 
 
+NAMESPACE_TERMINATING = "because it is being terminated"  # the NamespaceLifecycle admission refusal
+
+
 class Conflict(Exception):
     """The object changed (or appeared) since it was read."""
+
+
+class NamespaceTerminating(ApiException):  # type: ignore[misc]  # the client is untyped
+    """403: the namespace is being deleted, so the API server refuses new objects in it.
+
+    Objects there still get reconciled (finalizers); nothing created for them can land, and
+    the namespace's own deletion of them brings the next event. Not a refusal of our rights."""
 
 
 def load_api_client(kubeconfig: str | None = None, pool_size: int = 32) -> client.ApiClient:
@@ -69,6 +79,8 @@ class Kube:
                 return None
             if error.status == 409:
                 raise Conflict(str(error.reason)) from None
+            if error.status == 403 and NAMESPACE_TERMINATING in str(error.body or ""):
+                raise NamespaceTerminating(status=403, reason="namespace terminating") from None
             raise
         data: Body = json.loads(response.data or b"{}")
         return data

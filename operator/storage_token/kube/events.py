@@ -8,12 +8,11 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from storage_token.kube.api import Kube
+from storage_token.kube.api import Kube, NamespaceTerminating
 from storage_token.model.times import format_time
 
 log = logging.getLogger(__name__)
 COMPONENT = "storage-token-operator"
-NAMESPACE_TERMINATING = "because it is being terminated"  # the NamespaceLifecycle admission refusal
 
 
 class EventRecorder:
@@ -48,11 +47,9 @@ class EventRecorder:
         }
         try:
             await self.kube.create_event(namespace, body)
+        except NamespaceTerminating:
+            log.debug("event %s for %s/%s dropped: namespace terminating", reason, namespace, meta.get("name"))
         except ApiException as error:  # an event is best effort: never fail the reconcile for it
-            if error.status == 403 and NAMESPACE_TERMINATING in str(error.body or ""):
-                # Objects in a namespace being deleted still get reconciled (finalizers); their events can't land.
-                log.debug("event %s for %s/%s dropped: namespace terminating", reason, namespace, meta.get("name"))
-                return
             log.warning(
                 "could not post event %s for %s/%s: %s %s",
                 reason,
