@@ -53,8 +53,8 @@ class ProviderPool:
         self.timeout = timeout
         self.recheck_after = recheck_after
         self._handles: dict[tuple[str, str, str], ProviderHandle] = {}
-        self._checked: dict[tuple[str, str, str], float] = {}  # when the credentials Secret was last read
-        self._stale: set[tuple[str, str, str]] = set()
+        # When each provider's credentials Secret was last read; `invalidate` drops the entry.
+        self._checked: dict[tuple[str, str, str], float] = {}
         self._lock = asyncio.Lock()
 
     async def get(self, spec: ProviderSpec) -> ProviderHandle:
@@ -66,7 +66,7 @@ class ProviderPool:
         key = (spec.kind, spec.namespace if spec.kind == "StorageProvider" else "", spec.name)
         handle = self._handles.get(key)
         fresh = time.monotonic() - self._checked.get(key, float("-inf")) < self.recheck_after
-        if handle is not None and handle.spec == spec and fresh and key not in self._stale:
+        if handle is not None and handle.spec == spec and fresh:
             return handle
         secret = await self.kube.get_secret(spec.namespace, spec.credentials_secret)
         if secret is None:
@@ -76,7 +76,6 @@ class ProviderPool:
         version = secret["metadata"].get("resourceVersion", "")
         async with self._lock:
             self._checked[key] = time.monotonic()
-            self._stale.discard(key)
             handle = self._handles.get(key)
             if handle is not None and handle.spec == spec and handle.credentials_version == version:
                 return handle
@@ -107,7 +106,7 @@ class ProviderPool:
         """A credentials Secret changed: the next `get` of a provider using it re-reads it."""
         for key, handle in self._handles.items():
             if handle.spec.namespace == secret_namespace and handle.spec.credentials_secret == secret_name:
-                self._stale.add(key)
+                self._checked.pop(key, None)
 
     async def forget(self, kind: str, namespace: str, name: str) -> None:
         handle = self._handles.pop((kind, namespace if kind == "StorageProvider" else "", name), None)

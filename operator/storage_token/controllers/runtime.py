@@ -5,8 +5,9 @@ One key is never reconciled twice at once; a key enqueued while it is being
 reconciled runs again afterwards. Keys are served most overdue first: each
 carries the wall-clock time its work became due (default: when it was added),
 so after a restart relists every object, a revocation or renewal that is
-already late runs before the check-ups of healthy objects. Timers live in one heap driven by one task,
-so thousands of idle tokens cost no CPU between their renewals.
+already late runs before the check-ups of healthy objects. Timers live in one
+heap driven by one task, so thousands of idle tokens cost no CPU between their
+renewals.
 """
 
 from __future__ import annotations
