@@ -82,6 +82,21 @@ from benchlib import (
 NAMESPACE = "bench"
 FAST_LIMIT = {"requestsPerSecond": 1000, "burst": 1000}  # the provider's client-side limit out of the way
 POLICY = {"allowedBuckets": ["demo-b2-*"], "maxDuration": "168h"}
+# The sweep and the provider re-check stay out of the measured phases.
+QUIET_BACKGROUND = {"STO_SWEEP_INTERVAL": "10m", "STO_SWEEP_MIN_AGE": "10m", "STO_PROVIDER_RECHECK_INTERVAL": "30m"}
+
+
+def start_b2(env: Environment) -> Tracker:
+    """The benchmark namespace with a Ready B2 provider, the operator running, and a tracker watching."""
+    env.api.namespace(NAMESPACE)
+    env.provider(NAMESPACE, "b2", "b2", policy=POLICY, rateLimit=FAST_LIMIT)
+    tracker = Tracker()
+    env.watch(tracker, NAMESPACE)
+    env.start_operator()
+    env.wait_provider_ready(NAMESPACE, "b2")
+    return tracker
+
+
 TOKEN_SPEC = {
     "permissions": ["read", "list"],
     "buckets": ["demo-b2-data"],
@@ -499,16 +514,10 @@ def limit(env: Environment, n: int, mix: dict[str, float]) -> dict[str, Any]:
 
 def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     log(f"=== size {n} ===")
-    env_vars = {"STO_SWEEP_INTERVAL": "10m", "STO_SWEEP_MIN_AGE": "10m", "STO_PROVIDER_RECHECK_INTERVAL": "30m"}
     load = MachineLoad()
     load.start()
-    with Environment(f"bench-{n}", "bench", env=env_vars, workers=args.workers) as env:
-        env.api.namespace(NAMESPACE)
-        env.provider(NAMESPACE, "b2", "b2", policy=POLICY, rateLimit=FAST_LIMIT)
-        tracker = Tracker()
-        env.watch(tracker, NAMESPACE)
-        env.start_operator()
-        env.wait_provider_ready(NAMESPACE, "b2")
+    with Environment(f"bench-{n}", "bench", env=QUIET_BACKGROUND, workers=args.workers) as env:
+        tracker = start_b2(env)
         time.sleep(2)
         result: dict[str, Any] = {"tokens": n, "kube_version": kube_version(env.api), "revision": git_revision()}
         result["burst"] = burst(env, tracker, n, args.profile)
@@ -538,16 +547,10 @@ def storm(args: argparse.Namespace) -> dict[str, Any]:
     duration, renew_before = ("5m", "3m30s") if args.quick else ("12m", "8m")
     limit_rate = {"requestsPerSecond": args.storm_rate, "burst": 10}
     log(f"=== renewal storm: {n} tokens, duration {duration}, renewBefore {renew_before}, rateLimit {limit_rate} ===")
-    env_vars = {"STO_SWEEP_INTERVAL": "10m", "STO_SWEEP_MIN_AGE": "10m", "STO_PROVIDER_RECHECK_INTERVAL": "30m"}
     load = MachineLoad()
     load.start()
-    with Environment("storm", "storm", env=env_vars, workers=args.workers) as env:
-        env.api.namespace(NAMESPACE)
-        env.provider(NAMESPACE, "b2", "b2", policy=POLICY, rateLimit=FAST_LIMIT)
-        tracker = Tracker()
-        env.watch(tracker, NAMESPACE)
-        env.start_operator()
-        env.wait_provider_ready(NAMESPACE, "b2")
+    with Environment("storm", "storm", env=QUIET_BACKGROUND, workers=args.workers) as env:
+        tracker = start_b2(env)
         names = [f"s{i:05d}" for i in range(n)]
         spec = {**TOKEN_SPEC, "duration": duration, "renewBefore": renew_before, "revokeGracePeriod": "30s"}
         asyncio.run(create_many(env.access, tokens_path(NAMESPACE), [token_body(nm, "b2", **spec) for nm in names]))
