@@ -35,6 +35,11 @@ def add_parser(subparsers: Any) -> None:
         sub.add_argument("--region", default="", help="US3 region, e.g. cn-bj2")
         sub.add_argument("--project-id", default="", help="US3 project id")
         sub.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request")
+        sub.add_argument(
+            "--allow-insecure",
+            action="store_true",
+            help="accept a plain http endpoint (a loopback emulator); credentials then travel unencrypted",
+        )
         if action == "issue":
             sub.add_argument("--name", required=True, help="key name (B2: letters, digits and '-', 1-100)")
             sub.add_argument("--permission", action="append", default=[], help="read, write, delete, list, ...")
@@ -104,7 +109,15 @@ async def _act(provider: Provider, args: argparse.Namespace) -> Any:
     try:
         if args.action == "check":
             info = await provider.check()
-            return {"ok": True, "provider": info.provider, "accountId": info.account_id, "endpoint": info.endpoint}
+            result: dict[str, Any] = {
+                "ok": True,
+                "provider": info.provider,
+                "accountId": info.account_id,
+                "endpoint": info.endpoint,
+            }
+            if info.project_id:
+                result["projectId"] = info.project_id
+            return result
         if args.action == "issue":
             spec = KeySpec(
                 name=args.name,
@@ -142,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
             region=args.region,
             project_id=args.project_id,
             timeout=args.timeout,
+            allow_insecure=args.allow_insecure,
         )
         result = asyncio.run(_act(provider, args))
     except ProviderError as error:

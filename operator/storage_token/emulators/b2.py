@@ -71,7 +71,7 @@ _STATUS_CODES = {
     503: "service_unavailable",
 }
 _INT_PARAMS = ("maxKeyCount", "validDurationInSeconds")
-_LIST_PARAMS = ("capabilities", "bucketIds")
+_LIST_PARAMS = ("capabilities", "bucketIds", "bucketTypes")
 
 Call = Callable[[int, Key, dict[str, Any]], dict[str, Any]]
 
@@ -92,13 +92,22 @@ class B2Emulator(ControlledEmulator):
         *,
         s3_api_url: str | None = None,
         account_id: str | None = None,
+        bucket_types: dict[str, str] | None = None,
     ) -> None:
-        """`master_keys`: keyId -> key, all of one account with every capability; `buckets`: names."""
+        """`master_keys`: keyId -> key, all of one account with every capability; `buckets`: names.
+
+        `bucket_types`: name -> allPrivate (the default), allPublic, snapshot, restricted or shared.
+        """
         super().__init__(host, port, clock)
         self.faults = ApiFaults()
         self.s3_api_url = s3_api_url
         self.store = KeyStore(
-            master_keys, buckets, now=self.clock.now, auth_token_ttl=auth_token_ttl, account_id=account_id
+            master_keys,
+            buckets,
+            now=self.clock.now,
+            auth_token_ttl=auth_token_ttl,
+            account_id=account_id,
+            bucket_types=bucket_types,
         )
         # (call, API version) -> requests, faulted ones included
         self.version_counts: collections.Counter[tuple[str, int]] = collections.Counter()
@@ -175,6 +184,8 @@ class B2Emulator(ControlledEmulator):
         with self.lock:
             token, key = self.store.authorize(version, key_id, secret)
             allowed = self.store.allowed(version, key)
+        # v4 nests what the key may do under `allowed`; v3 puts the same fields flat in storageApi.
+        restrictions = {"allowed": allowed} if version >= 4 else allowed
         return {
             "accountId": self.store.account_id,
             "authorizationToken": token,
@@ -187,7 +198,7 @@ class B2Emulator(ControlledEmulator):
                     "s3ApiUrl": self.s3_api_url or f"{self.url}/s3",
                     "absoluteMinimumPartSize": 5_000_000,
                     "recommendedPartSize": 100_000_000,
-                    "allowed": allowed,
+                    **restrictions,
                 },
                 "groupsApi": {"infoType": "groupsApi", "groupsApiUrl": self.url, "capabilities": []},
             },

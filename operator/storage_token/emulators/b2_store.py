@@ -2,9 +2,12 @@
 
 Written apart from the client (`providers.b2`) so each checks the other.
 Strict where the real service is documented to be (see b2-api.md):
-key names, known capabilities only and none the caller lacks, durations of
-1 s to 1000 days, existing buckets, a prefix only with a bucket, no key or
-account capabilities on bucket-restricted keys, multi-bucket keys (created
+key names, known capabilities only (creating a key needs writeKeys and
+nothing more: B2 documents no rule about the capabilities the caller holds),
+durations of 1 s to 1000 days, existing buckets, a prefix only with a bucket,
+only the documented allow-list of capabilities on bucket-restricted keys,
+b2_list_buckets needing listBuckets and hiding restricted and shared buckets
+unless `bucketTypes` asks for them, multi-bucket keys (created
 through v4 with bucketIds) authorize on v4 only and are listed and deleted
 through v4 only while v3 sees only the others, expired keys disappear, and a
 deleted key's tokens stop working. The master keys are never listed.
@@ -25,7 +28,34 @@ from typing import Any
 # still decides on its own which of them a caller may grant).
 from storage_token.providers.b2.capabilities import KNOWN_CAPABILITIES
 
-ACCOUNT_CAPABILITIES = frozenset({"listKeys", "writeKeys", "deleteKeys", "writeBuckets", "deleteBuckets"})
+# b2-create-key, bucketId: "Only the following capabilities can be specified" (kept here
+# apart from the client's copy, so each checks the other).
+BUCKET_KEY_CAPABILITIES = frozenset(
+    {
+        "listAllBucketNames",
+        "listBuckets",
+        "readBuckets",
+        "readBucketEncryption",
+        "writeBucketEncryption",
+        "readBucketNotifications",
+        "writeBucketNotifications",
+        "readBucketRetentions",
+        "writeBucketRetentions",
+        "listFiles",
+        "readFiles",
+        "shareFiles",
+        "writeFiles",
+        "deleteFiles",
+        "readFileLegalHolds",
+        "writeFileLegalHolds",
+        "readFileRetentions",
+        "writeFileRetentions",
+        "bypassGovernance",
+    }
+)
+BUCKET_TYPES = frozenset({"allPublic", "allPrivate", "snapshot", "restricted", "shared"})
+# b2-list-buckets: without bucketTypes "only allPublic, allPrivate and snapshot" buckets are listed.
+DEFAULT_LISTED_TYPES = frozenset({"allPublic", "allPrivate", "snapshot"})
 KEY_NAME = re.compile(r"[A-Za-z0-9-]{1,100}")
 MAX_DURATION_SECONDS = 86_400_000
 DEFAULT_KEY_COUNT, MAX_KEY_COUNT = 100, 10_000
@@ -105,6 +135,7 @@ class KeyStore:
         now: Callable[[], float],
         auth_token_ttl: float = 86400.0,
         account_id: str | None = None,
+        bucket_types: dict[str, str] | None = None,
     ) -> None:
         seed = ",".join(sorted(master_keys)).encode()
         self.account_id = account_id or hashlib.sha256(seed).hexdigest()[:12]
@@ -113,6 +144,12 @@ class KeyStore:
         self.buckets = {
             name: f"b2b{hashlib.sha256((self.account_id + name).encode()).hexdigest()[:21]}" for name in buckets
         }
+        self.bucket_types = {name: (bucket_types or {}).get(name, "allPrivate") for name in buckets}
+        unknown_types = sorted(set(self.bucket_types.values()) - BUCKET_TYPES)
+        if unknown_types:
+            raise ValueError(
+                f"unknown bucket type(s) {', '.join(unknown_types)}; known: {', '.join(sorted(BUCKET_TYPES))}"
+            )
         self.keys: dict[str, Key] = {}
         self.issued_secrets: list[str] = []  # every key secret ever handed out (leak scans look for them)
         self.tokens: dict[str, Token] = {}
@@ -193,7 +230,7 @@ class KeyStore:
         name = body.get("keyName")
         if not isinstance(name, str) or not KEY_NAME.fullmatch(name):
             raise _bad("keyName must be 1 to 100 characters: letters, numbers and '-'")
-        capabilities = self._capabilities(caller, body.get("capabilities"))
+        capabilities = self._capabilities(body.get("capabilities"))
         duration = body.get("validDurationInSeconds")
         if duration is not None and (
             isinstance(duration, bool) or not isinstance(duration, int) or not 1 <= duration <= MAX_DURATION_SECONDS
@@ -207,9 +244,9 @@ class KeyStore:
             raise _bad("namePrefix must be a string")
         if prefix and not bucket_ids:
             raise _bad("namePrefix requires a bucket restriction")
-        if bucket_ids and ACCOUNT_CAPABILITIES & set(capabilities):
-            held = ", ".join(sorted(ACCOUNT_CAPABILITIES & set(capabilities)))
-            raise _bad(f"a bucket-restricted key cannot have {held}")
+        outside = sorted(set(capabilities) - BUCKET_KEY_CAPABILITIES)
+        if bucket_ids and outside:
+            raise _bad(f"a key restricted to a bucket cannot have {', '.join(outside)}")
         key = Key(
             key_id=f"{self.account_id}{next(self._ids):010d}",
             secret="K005" + "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(27)),
@@ -260,18 +297,19 @@ class KeyStore:
         }
 
     def list_buckets(self, version: int, caller: Key, body: dict[str, Any]) -> dict[str, Any]:
-        self.require(caller, "listBuckets", "listAllBucketNames")
+        # listAllBucketNames serves only the S3 ListBuckets call, not this one.
+        self.require(caller, "listBuckets")
         self.check_account(body)
         name, bucket_id = body.get("bucketName"), body.get("bucketId")
+        types = self._listed_types(body.get("bucketTypes"))
         selected = [
             (n, i)
             for n, i in self.buckets.items()
-            if (name is None or n == name) and (bucket_id is None or i == bucket_id)
+            if (name is None or n == name) and (bucket_id is None or i == bucket_id) and self.bucket_types[n] in types
         ]
         unfiltered = name is None and bucket_id is None
-        restricted = bool(caller.bucket_ids) and "listAllBucketNames" not in caller.capabilities
         # A bucket-restricted key must filter on one of its own buckets.
-        if restricted and (unfiltered or any(i not in caller.bucket_ids for _, i in selected)):
+        if caller.bucket_ids and (unfiltered or any(i not in caller.bucket_ids for _, i in selected)):
             raise _unauthorized("this key is restricted to other buckets; filter on bucketName or bucketId")
         return {
             "buckets": [
@@ -279,7 +317,7 @@ class KeyStore:
                     "accountId": self.account_id,
                     "bucketId": i,
                     "bucketName": n,
-                    "bucketType": "allPrivate",
+                    "bucketType": self.bucket_types[n],
                     "bucketInfo": {},
                     "corsRules": [],
                     "lifecycleRules": [],
@@ -290,8 +328,23 @@ class KeyStore:
             ]
         }
 
+    @staticmethod
+    def _listed_types(value: object) -> frozenset[str]:
+        if value is None:
+            return DEFAULT_LISTED_TYPES
+        if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+            raise _bad("bucketTypes must be a non-empty list of bucket types")
+        if "all" in value:
+            if len(value) > 1:
+                raise _bad("bucketTypes: 'all' cannot be combined with other types")
+            return BUCKET_TYPES
+        unknown = sorted(set(value) - BUCKET_TYPES)
+        if unknown:
+            raise _bad(f"unknown bucket type(s): {', '.join(unknown)}")
+        return frozenset(value)
+
     def allowed(self, version: int, key: Key) -> dict[str, Any]:
-        """`apiInfo.storageApi.allowed` as `version` shapes it."""
+        """What the key may do: v4 puts this under storageApi.allowed, v3 flat in storageApi itself."""
         names = [{"id": b, "name": self.bucket_name(b)} for b in key.bucket_ids]
         if version >= 4:
             return {"buckets": names or None, "capabilities": list(key.capabilities), "namePrefix": key.name_prefix}
@@ -304,15 +357,12 @@ class KeyStore:
         }
 
     # -- validation -------------------------------------------------------------
-    def _capabilities(self, caller: Key, value: object) -> tuple[str, ...]:
+    def _capabilities(self, value: object) -> tuple[str, ...]:
         if not isinstance(value, list) or not value or not all(isinstance(c, str) for c in value):
             raise _bad("capabilities must be a non-empty list of strings")
         unknown = sorted(set(value) - KNOWN_CAPABILITIES)
         if unknown:
             raise _bad(f"unknown capability: {', '.join(unknown)}")
-        lacking = sorted(set(value) - set(caller.capabilities))
-        if lacking:
-            raise _unauthorized(f"a key cannot grant capabilities it lacks: {', '.join(lacking)}")
         return tuple(dict.fromkeys(value))
 
     def _bucket_ids(self, version: int, body: dict[str, Any]) -> tuple[str, ...]:

@@ -56,7 +56,7 @@ def signature_ok(params: Mapping[str, str], private_key: str) -> bool:
 
 
 class US3Emulator(ControlledEmulator):
-    """UCloud's CreateUFileToken / DescribeUFileToken / DeleteUFileToken, in memory."""
+    """UCloud's CreateUFileToken / DescribeUFileToken / DeleteUFileToken (and GetProjectList), in memory."""
 
     name = "us3"
 
@@ -71,8 +71,14 @@ class US3Emulator(ControlledEmulator):
         *,
         default_region: str = "cn-bj2",
         projects: set[str] | None = None,
+        default_project: str = "org-default",
+        sub_accounts: set[str] | None = None,
     ) -> None:
-        """`accounts`: PublicKey -> PrivateKey; `buckets`: name -> region; `projects`: None accepts any ProjectId."""
+        """`accounts`: PublicKey -> PrivateKey; `buckets`: name -> region; `projects`: None accepts any ProjectId.
+
+        `default_project` is what an absent ProjectId means (GetProjectList marks it
+        IsDefault); `sub_accounts` are PublicKeys that must name a ProjectId on every action.
+        """
         super().__init__(host, port, clock)
         self.faults = ApiFaults()
         self.accounts = dict(accounts)
@@ -82,11 +88,14 @@ class US3Emulator(ControlledEmulator):
             default_region=default_region,
             projects=frozenset(projects) if projects is not None else None,
             now=self.clock.now,
+            default_project=default_project,
+            sub_accounts=frozenset(sub_accounts or ()),
         )
         self._actions: dict[str, Action] = {
             "CreateUFileToken": self.store.create,
             "DescribeUFileToken": self.store.describe,
             "DeleteUFileToken": self.store.delete,
+            "GetProjectList": self.store.projects_of,  # UAccount, served at the same endpoint
         }
 
     # -- EmulatorServer ---------------------------------------------------------
@@ -201,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--default-region", default="cn-bj2", help="region of tokens that name neither region nor bucket"
     )
     parser.add_argument("--project", action="append", help="known ProjectId (repeatable; default: any)")
+    parser.add_argument("--default-project", default="org-default", help="what an absent ProjectId means")
     return parser
 
 
@@ -218,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         default_region=args.default_region,
         projects=set(args.project) if args.project else None,
+        default_project=args.default_project,
     )
     emulator.serve_until_signalled({"kind": "us3"})
     return 0

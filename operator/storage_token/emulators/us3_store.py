@@ -5,6 +5,11 @@ names, the 0-based contiguous `Name.N` lists and rejects parameters the
 action does not take (the real API may ignore them; a strict emulator
 catches client encoding bugs). Rule violations raise `ApiError(RetCode)`.
 Callers hold the emulator's lock around every method.
+
+Projects: every account has a default project (what an absent ProjectId
+means, and the one GetProjectList marks IsDefault). DeleteUFileToken requires
+ProjectId, Region and TokenId (UCloud's docs and SDKs mark all three
+required); a sub-account must name the ProjectId on every action.
 """
 
 from __future__ import annotations
@@ -84,7 +89,7 @@ class Params:
 @dataclass
 class StoredToken:
     account: str  # the account PublicKey that owns it
-    project: str  # "" is the default project
+    project: str  # the ProjectId (an absent one was resolved to the default project)
     region: str
     token_id: str
     token_name: str
@@ -143,11 +148,15 @@ class TokenStore:
         default_region: str,
         projects: frozenset[str] | None,
         now: Callable[[], float],
+        default_project: str = "org-default",
+        sub_accounts: frozenset[str] = frozenset(),
     ) -> None:
         self.buckets = dict(buckets)  # bucket name -> region
         self.token_limit = token_limit
         self.default_region = default_region
         self.projects = projects  # None: every ProjectId exists
+        self.default_project = default_project
+        self.sub_accounts = sub_accounts  # PublicKeys that must name the ProjectId on every action
         self.regions = frozenset(self.buckets.values()) | {default_region}
         self.tokens: dict[str, StoredToken] = {}
         self.issued_secrets: list[str] = []  # every private key ever handed out (leak scans look for them)
@@ -156,7 +165,7 @@ class TokenStore:
     # -- actions ------------------------------------------------------------
     def create(self, account: str, params: Params) -> dict[str, Any]:
         region_param = params.scalar("Region")
-        project = self._project(params)
+        project = self._project(account, params)
         name = params.scalar("TokenName", required=True) or ""
         ops = params.strings("AllowedOps") or ["TOKEN_ALLOW_NONE"]
         prefixes = params.strings("AllowedPrefixes") or ["*"]
@@ -205,10 +214,11 @@ class TokenStore:
 
     def describe(self, account: str, params: Params) -> dict[str, Any]:
         region = params.scalar("Region")
-        project = self._project(params)
+        project = self._project(account, params)
         token_id = params.scalar("TokenId")
         token_name = params.scalar("TokenName")
-        display = params.integer("Display") or 0
+        # "0 shows partial token info; absent or any other value shows it all" (describe_ufile_token.md).
+        display = params.integer("Display")
         params.finish()
 
         found = [
@@ -224,10 +234,34 @@ class TokenStore:
             raise ApiError(15040, f"token {token_id or token_name} not found")
         return {"DataSet": [t.payload(full=display != 0) for t in found]}
 
+    def projects_of(self, account: str, params: Params) -> dict[str, Any]:
+        """GetProjectList: the default project, then every other known one."""
+        params.scalar("IsFinance")
+        # UAccount is not regional, but the SDKs send their configured Region and ProjectId on every call.
+        params.scalar("Region")
+        params.scalar("ProjectId")
+        params.finish()
+        others = sorted((self.projects or frozenset()) - {self.default_project})
+        rows = [(self.default_project, "Default", True)] + [(p, p, False) for p in others]
+        project_set = [
+            {
+                "ProjectId": project,
+                "ProjectName": name,
+                "ParentId": "",
+                "ParentName": "",
+                "CreateTime": 1500000000,
+                "IsDefault": default,
+                "ResourceCount": sum(1 for t in self.tokens.values() if t.account == account and t.project == project),
+                "MemberCount": 1,
+            }
+            for project, name, default in rows
+        ]
+        return {"ProjectCount": len(project_set), "ProjectSet": project_set}
+
     def delete(self, account: str, params: Params) -> dict[str, Any]:
-        # us3-api.md marks all three required; ProjectId "" is the default project, as elsewhere in UCloud's API.
+        # delete_ufile_token.md and both SDKs mark all three required (ProjectId too, unlike the other actions).
         region = params.scalar("Region", required=True)
-        project = self._project(params)
+        project = self._project(account, params, required=True)
         token_id = params.scalar("TokenId", required=True) or ""
         params.finish()
 
@@ -238,9 +272,13 @@ class TokenStore:
         return {}
 
     # -- rules ------------------------------------------------------------------
-    def _project(self, params: Params) -> str:
-        project = params.scalar("ProjectId") or ""
-        if project and self.projects is not None and project not in self.projects:
+    def _project(self, account: str, params: Params, *, required: bool = False) -> str:
+        """The ProjectId named, else the default project; sub-accounts ("子帐号必须填写") must name one."""
+        project = params.scalar("ProjectId", required=required or account in self.sub_accounts) or ""
+        if not project:
+            return self.default_project
+        known = project == self.default_project or self.projects is None or project in self.projects
+        if not known:
             raise ApiError(292, f"project {project} does not exist")
         return project
 

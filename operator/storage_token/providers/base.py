@@ -67,6 +67,7 @@ class AccountInfo:
     account_id: str
     endpoint: str | None = None  # S3-compatible endpoint, when the provider tells it
     detail: str = ""
+    project_id: str | None = None  # US3: the project every call names (configured, or the account's default)
 
 
 @runtime_checkable

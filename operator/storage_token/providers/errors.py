@@ -4,6 +4,7 @@
     ├── RetryableError         429 / 5xx / US3 150, 153, 15004-15007, timeouts
     ├── CredentialsError       the account key is wrong, unknown or expired
     ├── PermissionDeniedError  the account key may not do this
+    │   └── MissingCapabilitiesError  check: the key lacks capabilities the operator will use
     ├── BadRequestError        the request itself is wrong (or config: bucket, project)
     ├── QuotaExceededError     a limit of the account (e.g. token count)
     └── NotFoundError          the thing asked for does not exist
@@ -12,6 +13,12 @@ Messages carry the provider's own message and code, never key material.
 """
 
 from __future__ import annotations
+
+import math
+
+# The longest wait a server may ask for: B2 and UCloud document no bound, and a
+# bigger or non-finite value (inf, nan, 1e15) would overflow a timedelta downstream.
+MAX_RETRY_AFTER = 3600.0
 
 
 class ProviderError(Exception):
@@ -32,7 +39,7 @@ class ProviderError(Exception):
         self.provider = provider
         self.call = call
         self.code = code
-        self.retry_after = retry_after
+        self.retry_after = _sane_wait(retry_after)
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -60,6 +67,17 @@ class PermissionDeniedError(ProviderError):
     kind = "permission"
 
 
+class MissingCapabilitiesError(PermissionDeniedError):
+    """`check` found the account key without capabilities the operator needs; `missing` names them."""
+
+    def __init__(self, missing: tuple[str, ...], **kwargs: object) -> None:
+        self.missing = missing
+        super().__init__(
+            f"the account key lacks {', '.join(missing)}, which the operator needs",
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
 class BadRequestError(ProviderError):
     """The request is invalid: a parameter, a missing bucket, a wrong project."""
 
@@ -76,3 +94,10 @@ class NotFoundError(ProviderError):
     """The key or resource does not exist."""
 
     kind = "not-found"
+
+
+def _sane_wait(seconds: float | None) -> float | None:
+    """None for a wait that isn't a finite number; otherwise within [0, MAX_RETRY_AFTER]."""
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)

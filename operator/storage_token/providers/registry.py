@@ -35,8 +35,9 @@ def build_provider(
     transport: httpx.AsyncBaseTransport | None = None,
     retry: RetryPolicy | None = None,
     timeout: float = 10.0,
+    allow_insecure: bool = False,
 ) -> Provider:
-    """`credentials` holds the two keys of CREDENTIAL_KEYS[kind]."""
+    """`credentials` holds the two keys of CREDENTIAL_KEYS[kind]; plain http endpoints need `allow_insecure`."""
     id_key, secret_key = CREDENTIAL_KEYS[kind]
     key_id, secret = credentials.get(id_key, ""), credentials.get(secret_key, "")
     if not key_id or not secret:
@@ -57,6 +58,7 @@ def build_provider(
             transport=transport,
             retry=policy,
             timeout=timeout,
+            allow_insecure=allow_insecure,
         )
     if kind == "b2":
         from storage_token.providers.b2 import B2Provider
@@ -69,5 +71,6 @@ def build_provider(
             retry=policy,
             timeout=timeout,
             s3_endpoint=s3_endpoint,
+            allow_insecure=allow_insecure,
         )
     raise ValueError(f"unknown provider kind {kind!r}; known: {', '.join(KINDS)}")

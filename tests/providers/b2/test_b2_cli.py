@@ -25,7 +25,7 @@ def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[B2Emulator]:
 
 
 def run(capsys: pytest.CaptureFixture[str], emulator: B2Emulator, *args: str) -> tuple[int, Any, str]:
-    code = main(["provider", args[0], "--kind", "b2", "--endpoint", emulator.url, *args[1:]])
+    code = main(["provider", args[0], "--kind", "b2", "--endpoint", emulator.url, "--allow-insecure", *args[1:]])
     out, err = capsys.readouterr()
     return code, json.loads(out) if code == 0 else out, err
 

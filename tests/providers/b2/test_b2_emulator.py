@@ -84,7 +84,10 @@ def test_b2_emulator_authorize_v4_and_v3_shapes(emulator: B2Emulator, http: http
     storage = v4["apiInfo"]["storageApi"]
     assert storage["apiUrl"] == emulator.url and storage["s3ApiUrl"] == emulator.url + "/s3"
     assert storage["allowed"]["buckets"] is None and "writeKeys" in storage["allowed"]["capabilities"]
-    assert v3["apiInfo"]["storageApi"]["allowed"]["bucketId"] is None
+    # v3 has no `allowed` object: what the key may do sits flat beside apiUrl (b2-authorize-account v3).
+    flat = v3["apiInfo"]["storageApi"]
+    assert "allowed" not in flat and flat["bucketId"] is None and flat["namePrefix"] is None
+    assert "writeKeys" in flat["capabilities"]
     assert v4["authorizationToken"] != v3["authorizationToken"]
 
 
@@ -159,12 +162,59 @@ def test_b2_emulator_create_answers_the_secret_once_and_ms_expiry(emulator: B2Em
     assert created["applicationKey"] not in json.dumps(emulator.state())
 
 
-def test_b2_emulator_no_capability_the_caller_lacks(emulator: B2Emulator, http: httpx.Client) -> None:
+def test_b2_emulator_writekeys_may_grant_capabilities_it_lacks(emulator: B2Emulator, http: httpx.Client) -> None:
+    # b2-create-key asks only for writeKeys; the capability page says it "does not impose any
+    # restrictions on what those keys can do".
     master = Session(http, emulator.url)
     minter = master.create(keyName="minter", capabilities=["writeKeys", "readFiles"])
     session = Session(http, emulator.url, minter["applicationKeyId"], minter["applicationKey"])
     assert session.call(3, "b2_create_key", keyName="x", capabilities=["readFiles"]).status_code == 200
-    assert error(session.call(3, "b2_create_key", keyName="x", capabilities=["writeFiles"])) == (401, "unauthorized")
+    made = session.ok(3, "b2_create_key", keyName="y", capabilities=["writeFiles", "deleteFiles"])
+    assert made["capabilities"] == ["writeFiles", "deleteFiles"]
+    reader = master.create(keyName="reader", capabilities=["readFiles", "listKeys"])
+    denied = Session(http, emulator.url, reader["applicationKeyId"], reader["applicationKey"])
+    assert error(denied.call(3, "b2_create_key", keyName="z", capabilities=["readFiles"])) == (401, "unauthorized")
+
+
+@pytest.mark.parametrize(
+    "capability",
+    ["readBucketReplications", "writeBucketReplications", "readBucketLogging", "writeBucketLogging", "listKeys"],
+)
+def test_b2_emulator_bucket_key_takes_only_the_documented_capabilities(
+    emulator: B2Emulator, http: httpx.Client, capability: str
+) -> None:
+    master = Session(http, emulator.url)
+    photos = master.bucket_id("photos")
+    answer = master.call(3, "b2_create_key", keyName="x", capabilities=["readFiles", capability], bucketId=photos)
+    assert error(answer) == (400, "bad_request")
+    assert master.call(3, "b2_create_key", keyName="x", capabilities=[capability]).status_code == 200  # no bucket: fine
+    allowed = ["readBucketNotifications", "writeBucketNotifications", "bypassGovernance", "listAllBucketNames"]
+    assert master.call(3, "b2_create_key", keyName="y", capabilities=allowed, bucketId=photos).status_code == 200
+
+
+def test_b2_emulator_list_buckets_hides_restricted_and_shared_unless_asked() -> None:
+    types = {"open": "allPublic", "closed": "allPrivate", "club": "restricted", "mates": "shared"}
+    with (
+        B2Emulator({MASTER_ID: MASTER_KEY}, list(types), bucket_types=types) as emulator,
+        httpx.Client(timeout=5) as http,
+    ):
+        master = Session(http, emulator.url)
+        listed = lambda **body: sorted(b["bucketName"] for b in master.ok(3, "b2_list_buckets", **body)["buckets"])  # noqa: E731
+        assert listed() == ["closed", "open"]
+        assert listed(bucketName="club") == []
+        assert listed(bucketTypes=["all"]) == ["closed", "club", "mates", "open"]
+        assert listed(bucketName="club", bucketTypes=["all"]) == ["club"]
+        assert listed(bucketTypes=["shared", "restricted"]) == ["club", "mates"]
+        assert error(master.call(3, "b2_list_buckets", bucketTypes=["everything"])) == (400, "bad_request")
+
+
+def test_b2_emulator_list_buckets_needs_listbuckets_not_listallbucketnames(
+    emulator: B2Emulator, http: httpx.Client
+) -> None:
+    master = Session(http, emulator.url)
+    key = master.create(keyName="names", capabilities=["listAllBucketNames"])
+    session = Session(http, emulator.url, key["applicationKeyId"], key["applicationKey"])
+    assert error(session.call(3, "b2_list_buckets")) == (401, "unauthorized")
 
 
 # -- issued keys and their tokens ------------------------------------------------------------

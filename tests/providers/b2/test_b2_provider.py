@@ -12,7 +12,7 @@ import pytest
 from storage_token.emulators.b2 import B2Emulator
 from storage_token.providers.b2 import B2Provider
 from storage_token.providers.base import KeySpec, Provider
-from storage_token.providers.errors import BadRequestError, PermissionDeniedError
+from storage_token.providers.errors import BadRequestError, MissingCapabilitiesError, PermissionDeniedError
 from storage_token.providers.registry import build_provider
 from storage_token.providers.retry import RetryPolicy
 
@@ -30,7 +30,7 @@ def emulator() -> Iterator[B2Emulator]:
 
 @pytest.fixture
 async def provider(emulator: B2Emulator) -> AsyncIterator[B2Provider]:
-    client = B2Provider(MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=FAST, timeout=5)
+    client = B2Provider(MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=FAST, timeout=5, allow_insecure=True)
     yield client
     await client.aclose()
 
@@ -63,7 +63,7 @@ async def test_b2_check_refuses_an_account_key_that_cannot_manage_keys(
     emulator: B2Emulator, provider: B2Provider
 ) -> None:
     weak = await provider.issue(spec(name="weak", permissions=("read",)))
-    client = B2Provider(weak.key_id, weak.secret_access_key, endpoint=emulator.url, retry=FAST)
+    client = B2Provider(weak.key_id, weak.secret_access_key, endpoint=emulator.url, retry=FAST, allow_insecure=True)
     try:
         with pytest.raises(PermissionDeniedError, match="writeKeys"):
             await client.check()
@@ -74,7 +74,7 @@ async def test_b2_check_refuses_an_account_key_that_cannot_manage_keys(
 async def test_b2_registry_builds_the_b2_provider(emulator: B2Emulator) -> None:
     s3 = "https://s3.us-east-005.backblazeb2.com"
     credentials = {"applicationKeyId": MASTER_ID, "applicationKey": MASTER_KEY}
-    built = build_provider("b2", credentials=credentials, endpoint=emulator.url, s3_endpoint=s3)
+    built = build_provider("b2", credentials=credentials, endpoint=emulator.url, s3_endpoint=s3, allow_insecure=True)
     try:
         assert isinstance(built, B2Provider)
         info = await built.check()
@@ -84,13 +84,9 @@ async def test_b2_registry_builds_the_b2_provider(emulator: B2Emulator) -> None:
 
 
 @pytest.mark.parametrize("endpoint", ["ftp://api.example", "api.example"])
-async def test_b2_unusable_endpoint_is_a_bad_request_not_a_retry(endpoint: str) -> None:
-    client = B2Provider(MASTER_ID, MASTER_KEY, endpoint=endpoint, retry=FAST)
-    try:
-        with pytest.raises(BadRequestError, match="not a usable"):
-            await client.check()
-    finally:
-        await client.aclose()
+def test_b2_unusable_endpoint_is_refused_when_built(endpoint: str) -> None:
+    with pytest.raises(BadRequestError, match=r"not an http\(s\) URL"):
+        B2Provider(MASTER_ID, MASTER_KEY, endpoint=endpoint, retry=FAST, allow_insecure=True)
 
 
 # -- issue -------------------------------------------------------------------------------------
@@ -163,26 +159,102 @@ async def test_b2_invalid_spec_makes_no_call(
     assert emulator.count("b2_create_key") == 0 and emulator.count("b2_authorize_account") == 0
 
 
-async def test_b2_capability_the_account_lacks_is_refused_before_the_call(
-    emulator: B2Emulator, provider: B2Provider
-) -> None:
-    minter = await provider.issue(spec(name="minter", permissions=("read",)))
-    # Only the master can mint a key-managing key: go around the provider's own refusal.
-    emulator.store.keys[minter.key_id].capabilities += ("writeKeys", "listKeys", "deleteKeys")
-    client = B2Provider(minter.key_id, minter.secret_access_key, endpoint=emulator.url, retry=FAST)
+async def admin_key(emulator: B2Emulator, capabilities: list[str]) -> tuple[str, str]:
+    """A key with exactly `capabilities`, made by the master through the API (the client never issues these)."""
+    basic = base64.b64encode(f"{MASTER_ID}:{MASTER_KEY}".encode()).decode()
+    async with httpx.AsyncClient(timeout=5) as http:
+        auth = (
+            await http.get(f"{emulator.url}/b2api/v4/b2_authorize_account", headers={"Authorization": f"Basic {basic}"})
+        ).json()
+        made = await http.post(
+            f"{auth['apiInfo']['storageApi']['apiUrl']}/b2api/v3/b2_create_key",
+            headers={"Authorization": auth["authorizationToken"]},
+            json={"accountId": auth["accountId"], "keyName": "admin", "capabilities": capabilities},
+        )
+    assert made.status_code == 200, made.text
+    return made.json()["applicationKeyId"], made.json()["applicationKey"]
+
+
+LEAST_PRIVILEGE = ["writeKeys", "listKeys", "deleteKeys", "listBuckets"]
+
+
+async def test_b2_least_privilege_admin_key_is_ready_and_issues_what_it_lacks(emulator: B2Emulator) -> None:
+    key_id, key = await admin_key(emulator, LEAST_PRIVILEGE)
+    client = B2Provider(key_id, key, endpoint=emulator.url, retry=FAST, allow_insecure=True)
     try:
-        await client.issue(spec(name="ok", permissions=("read",)))
-        with pytest.raises(PermissionDeniedError, match="writeFiles"):
-            await client.issue(spec(name="no", permissions=("write",)))
+        await client.check()
+        issued = await client.issue(spec(name="rw", permissions=("read", "write", "delete"), buckets=("photos",)))
+        info = await client.get_key(issued.key_id)
+        assert info is not None and set(info.permissions) == {"readFiles", "writeFiles", "deleteFiles"}
+        assert [k.key_id for k in await client.list_keys("rw")] == [issued.key_id]
+        await client.revoke(issued.key_id)
+        assert await client.get_key(issued.key_id) is None
     finally:
         await client.aclose()
-    assert emulator.count("b2_create_key") == 2
+
+
+@pytest.mark.parametrize("lacking", LEAST_PRIVILEGE)
+async def test_b2_check_names_every_capability_the_operator_needs(emulator: B2Emulator, lacking: str) -> None:
+    key_id, key = await admin_key(emulator, [c for c in LEAST_PRIVILEGE if c != lacking] + ["readFiles"])
+    client = B2Provider(key_id, key, endpoint=emulator.url, retry=FAST, allow_insecure=True)
+    try:
+        with pytest.raises(MissingCapabilitiesError) as caught:
+            await client.check()
+    finally:
+        await client.aclose()
+    assert caught.value.missing == (lacking,)
+    assert lacking in str(caught.value) and isinstance(caught.value, PermissionDeniedError)
+
+
+async def test_b2_issue_without_writekeys_is_refused_before_the_call(emulator: B2Emulator) -> None:
+    key_id, key = await admin_key(emulator, ["listKeys", "deleteKeys", "listBuckets", "readFiles"])
+    client = B2Provider(key_id, key, endpoint=emulator.url, retry=FAST, allow_insecure=True)
+    try:
+        with pytest.raises(MissingCapabilitiesError, match="writeKeys"):
+            await client.issue(spec(name="no", permissions=("read",)))
+    finally:
+        await client.aclose()
+    assert emulator.count("b2_create_key") == 1  # only admin_key's own
+
+
+async def test_b2_restricted_and_shared_buckets_are_found_by_name() -> None:
+    types = {"club": "restricted", "mates": "shared"}
+    with B2Emulator({MASTER_ID: MASTER_KEY}, list(types), bucket_types=types) as emulator:
+        client = B2Provider(MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=FAST, allow_insecure=True)
+        try:
+            for bucket in types:
+                issued = await client.issue(spec(name=f"k-{bucket}", buckets=(bucket,)))
+                assert issued.buckets == (bucket,)
+            assert sorted(b for k in await client.list_keys("k-") for b in k.buckets) == ["club", "mates"]
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.parametrize("endpoint", ["http://api.example", "http://127.0.0.1:1"])
+def test_b2_plain_http_is_refused_unless_allowed(endpoint: str) -> None:
+    with pytest.raises(BadRequestError, match="plain http"):
+        B2Provider(MASTER_ID, MASTER_KEY, endpoint=endpoint)
+
+
+async def test_b2_plain_http_api_url_from_authorize_is_refused() -> None:
+    answer = {
+        "accountId": "acc",
+        "authorizationToken": "tok",
+        "apiInfo": {"storageApi": {"apiUrl": "http://api.example", "allowed": {"capabilities": LEAST_PRIVILEGE}}},
+    }
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=answer))
+    client = B2Provider("id", "key", endpoint="https://auth.example", transport=transport, retry=FAST)
+    try:
+        with pytest.raises(BadRequestError, match="apiUrl"):
+            await client.check()
+    finally:
+        await client.aclose()
 
 
 async def test_b2_region_comes_from_the_s3_api_url() -> None:
     s3 = "https://s3.us-west-004.backblazeb2.com"
     with B2Emulator({MASTER_ID: MASTER_KEY}, [], s3_api_url=s3) as emulator:
-        client = B2Provider(MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=FAST)
+        client = B2Provider(MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=FAST, allow_insecure=True)
         try:
             key = await client.issue(spec())
         finally:
@@ -192,7 +264,11 @@ async def test_b2_region_comes_from_the_s3_api_url() -> None:
 
 async def test_b2_configured_s3_endpoint_wins(emulator: B2Emulator) -> None:
     client = B2Provider(
-        MASTER_ID, MASTER_KEY, endpoint=emulator.url, s3_endpoint="https://s3.eu-central-003.backblazeb2.com"
+        MASTER_ID,
+        MASTER_KEY,
+        endpoint=emulator.url,
+        s3_endpoint="https://s3.eu-central-003.backblazeb2.com",
+        allow_insecure=True,
     )
     try:
         key = await client.issue(spec())
@@ -203,7 +279,7 @@ async def test_b2_configured_s3_endpoint_wins(emulator: B2Emulator) -> None:
 
 # -- list, get -------------------------------------------------------------------------------------
 async def test_b2_list_goes_through_v3_and_v4_and_every_page(emulator: B2Emulator) -> None:
-    client = B2Provider(MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=FAST, page_size=2)
+    client = B2Provider(MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=FAST, page_size=2, allow_insecure=True)
     try:
         single = [await client.issue(spec(name=f"sto-x-s{i}", buckets=("photos",))) for i in range(3)]
         multi = [await client.issue(spec(name=f"sto-x-m{i}", buckets=("photos", "logs"))) for i in range(3)]
@@ -231,7 +307,9 @@ async def test_b2_list_never_shows_secrets(provider: B2Provider) -> None:
 async def test_b2_get_key_finds_both_kinds_and_nothing_else(provider: B2Provider) -> None:
     single = await provider.issue(spec(name="single", buckets=("photos",)))
     multi = await provider.issue(spec(name="multi", buckets=("photos", "logs")))
-    fresh = B2Provider(MASTER_ID, MASTER_KEY, endpoint=provider.endpoint, retry=FAST)  # knows no versions yet
+    fresh = B2Provider(
+        MASTER_ID, MASTER_KEY, endpoint=provider.endpoint, retry=FAST, allow_insecure=True
+    )  # knows no versions yet
     try:
         found_single, found_multi = await fresh.get_key(single.key_id), await fresh.get_key(multi.key_id)
         missing = await fresh.get_key(single.key_id[:-1] + "9")
@@ -248,7 +326,9 @@ async def test_b2_revoke_deletes_and_already_gone_is_fine(
     emulator: B2Emulator, provider: B2Provider, buckets: tuple[str, ...]
 ) -> None:
     key = await provider.issue(spec(buckets=buckets))
-    fresh = B2Provider(MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=FAST)  # must find the right version itself
+    fresh = B2Provider(
+        MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=FAST, allow_insecure=True
+    )  # must find the right version itself
     try:
         await fresh.revoke(key.key_id)
         assert emulator.keys_named(key.key_name) == []

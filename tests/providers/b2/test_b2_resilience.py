@@ -54,7 +54,9 @@ def sleeps() -> Sleeps:
 
 @pytest.fixture
 async def provider(emulator: B2Emulator, sleeps: Sleeps) -> AsyncIterator[B2Provider]:
-    client = B2Provider(MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=POLICY, timeout=5, sleep=sleeps)
+    client = B2Provider(
+        MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=POLICY, timeout=5, sleep=sleeps, allow_insecure=True
+    )
     yield client
     await client.aclose()
 
@@ -99,7 +101,7 @@ async def test_b2_token_refused_twice_is_a_credentials_error(emulator: B2Emulato
 
 
 async def test_b2_wrong_account_key_is_a_credentials_error_without_retries(emulator: B2Emulator) -> None:
-    client = B2Provider(MASTER_ID, "not-the-key", endpoint=emulator.url, retry=POLICY)
+    client = B2Provider(MASTER_ID, "not-the-key", endpoint=emulator.url, retry=POLICY, allow_insecure=True)
     try:
         with pytest.raises(CredentialsError):
             await client.check()
@@ -165,7 +167,15 @@ async def test_b2_lost_answer_on_a_multi_bucket_create(emulator: B2Emulator, pro
 async def test_b2_create_that_timed_out_but_happened_is_cleaned_up(emulator: B2Emulator) -> None:
     # The answer comes after the client gave up; the back-off (0.6 s) outlasts the server's delay (0.4 s).
     emulator.faults.inject("latency", "b2_create_key", latency=0.4)
-    client = B2Provider(MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=POLICY, timeout=0.2, sleep=Sleeps(real=0.6))
+    client = B2Provider(
+        MASTER_ID,
+        MASTER_KEY,
+        endpoint=emulator.url,
+        retry=POLICY,
+        timeout=0.2,
+        sleep=Sleeps(real=0.6),
+        allow_insecure=True,
+    )
     try:
         key = await client.issue(spec())
     finally:
@@ -177,7 +187,9 @@ async def test_b2_create_that_timed_out_but_happened_is_cleaned_up(emulator: B2E
 
 async def test_b2_create_timeout_without_effect_creates_once(emulator: B2Emulator) -> None:
     emulator.faults.inject("timeout", "b2_create_key", latency=0.3)
-    client = B2Provider(MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=POLICY, timeout=0.1, sleep=Sleeps())
+    client = B2Provider(
+        MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=POLICY, timeout=0.1, sleep=Sleeps(), allow_insecure=True
+    )
     try:
         key = await client.issue(spec())
     finally:

@@ -31,7 +31,7 @@ def _leaks(text: str, secrets: set[str]) -> list[str]:
 
 async def test_b2_no_secret_in_logs_errors_or_reprs(emulator: B2Emulator, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    client = B2Provider(MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=FAST)
+    client = B2Provider(MASTER_ID, MASTER_KEY, endpoint=emulator.url, retry=FAST, allow_insecure=True)
     errors: list[BaseException] = []
     issued = []
     try:
@@ -51,7 +51,7 @@ async def test_b2_no_secret_in_logs_errors_or_reprs(emulator: B2Emulator, caplog
         await client.revoke(issued[0].key_id)
     finally:
         await client.aclose()
-    wrong = B2Provider(MASTER_ID, MASTER_KEY + "-wrong", endpoint=emulator.url, retry=FAST)
+    wrong = B2Provider(MASTER_ID, MASTER_KEY + "-wrong", endpoint=emulator.url, retry=FAST, allow_insecure=True)
     try:
         with pytest.raises(CredentialsError) as refused:
             await wrong.check()

@@ -37,7 +37,20 @@ def emulator(server: US3Emulator, monkeypatch: pytest.MonkeyPatch) -> US3Emulato
 
 
 def run(capsys: pytest.CaptureFixture[str], emulator: US3Emulator, action: str, *args: str) -> tuple[int, Any, str]:
-    code = main(["provider", action, "--kind", "us3", "--endpoint", emulator.url, "--region", "cn-bj2", *args])
+    code = main(
+        [
+            "provider",
+            action,
+            "--kind",
+            "us3",
+            "--endpoint",
+            emulator.url,
+            "--allow-insecure",
+            "--region",
+            "cn-bj2",
+            *args,
+        ]
+    )
     out, err = capsys.readouterr()
     return code, json.loads(out) if code == 0 else out, err
 
@@ -50,6 +63,7 @@ def test_check_prints_the_account(emulator: US3Emulator, capsys: pytest.CaptureF
         "provider": "us3",
         "accountId": "pk-" + hashlib.sha256(PUBLIC_KEY.encode()).hexdigest()[:12],
         "endpoint": "https://s3-cn-bj.ufileos.com",
+        "projectId": "org-default",  # resolved through GetProjectList
     }
     assert PUBLIC_KEY not in json.dumps(result)
 
@@ -164,7 +178,7 @@ def test_emulator_and_provider_as_processes() -> None:
         url = started["url"]
         assert url.startswith("http://127.0.0.1:")
         env = {**os.environ, "UCLOUD_PUBLIC_KEY": PUBLIC_KEY, "UCLOUD_PRIVATE_KEY": PRIVATE_KEY}
-        base = ["provider", "--kind", "us3", "--endpoint", url, "--region", "cn-bj2"]
+        base = ["provider", "--kind", "us3", "--endpoint", url, "--allow-insecure", "--region", "cn-bj2"]
 
         def provider(action: str, *args: str) -> subprocess.CompletedProcess[str]:
             argv = [*cli, "provider", action, *base[1:], *args]

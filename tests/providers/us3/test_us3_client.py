@@ -50,7 +50,7 @@ def emulator(server: US3Emulator) -> US3Emulator:
 def make_provider(emulator: US3Emulator, **kwargs: object) -> US3Provider:
     options: dict[str, object] = {"region": "cn-bj2", "retry": FAST, "timeout": 2.0, "now": emulator.clock.now}
     options.update(kwargs)
-    return US3Provider(emulator.url, PUBLIC_KEY, PRIVATE_KEY, **options)  # type: ignore[arg-type]
+    return US3Provider(emulator.url, PUBLIC_KEY, PRIVATE_KEY, **options, allow_insecure=True)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -79,6 +79,7 @@ async def test_registry_builds_it_from_plain_settings(emulator: US3Emulator) -> 
         region="cn-bj2",
         project_id="",
         retry=FAST,
+        allow_insecure=True,
     )
     assert isinstance(built, US3Provider) and built.project_id is None
     assert (await built.check()).account_id == fingerprint(PUBLIC_KEY)
@@ -311,7 +312,7 @@ async def test_unknown_project_is_a_bad_request(emulator: US3Emulator) -> None:
 
 
 async def test_wrong_private_key_is_a_credentials_error(emulator: US3Emulator) -> None:
-    client = US3Provider(emulator.url, PUBLIC_KEY, "not-the-key", retry=FAST)
+    client = US3Provider(emulator.url, PUBLIC_KEY, "not-the-key", retry=FAST, allow_insecure=True)
     with pytest.raises(CredentialsError) as caught:
         await client.check()
     assert caught.value.code == 171
@@ -319,7 +320,7 @@ async def test_wrong_private_key_is_a_credentials_error(emulator: US3Emulator) -
 
 
 async def test_unknown_public_key_is_a_credentials_error(emulator: US3Emulator) -> None:
-    client = US3Provider(emulator.url, "nobody@example.com", PRIVATE_KEY, retry=FAST)
+    client = US3Provider(emulator.url, "nobody@example.com", PRIVATE_KEY, retry=FAST, allow_insecure=True)
     with pytest.raises(CredentialsError) as caught:
         await client.issue(spec())
     assert caught.value.code == 172
@@ -346,7 +347,9 @@ async def test_a_create_answer_without_the_key_pair_is_read_back_by_id() -> None
         assert form["TokenId"] == "tok-1" and form["Display"] == "1"
         return httpx.Response(200, json={"RetCode": 0, "DataSet": [token]})
 
-    client = US3Provider("https://api.example.test", "pub", "priv", transport=httpx.MockTransport(handler))
+    client = US3Provider(
+        "https://api.example.test", "pub", "priv", project_id="org-1", transport=httpx.MockTransport(handler)
+    )
     issued = await client.issue(spec("st-x"))
     assert actions == ["CreateUFileToken", "DescribeUFileToken"]
     assert (issued.key_id, issued.access_key_id, issued.secret_access_key) == ("tok-1", "TOKEN_1", "secret-1")

@@ -221,12 +221,16 @@ def test_names_need_not_be_unique(emulator: US3Emulator) -> None:
 
 
 # -- DescribeUFileToken / DeleteUFileToken ---------------------------------------------
-def test_describe_shows_the_private_key_only_with_display(emulator: US3Emulator) -> None:
+def test_describe_is_full_unless_display_is_0(emulator: US3Emulator) -> None:
+    # describe_ufile_token.md: "0 shows partial info; absent or any other value shows everything".
     token_id = create(emulator)["TokenId"]
-    partial = call(emulator, "DescribeUFileToken", TokenId=token_id)["DataSet"][0]
-    full = call(emulator, "DescribeUFileToken", TokenId=token_id, Display=1)["DataSet"][0]
+    private_key = emulator.store.tokens[token_id].private_key
+    partial = call(emulator, "DescribeUFileToken", TokenId=token_id, Display=0)["DataSet"][0]
     assert "PrivateKey" not in partial
-    assert full["PrivateKey"] == emulator.store.tokens[token_id].private_key
+    for display in ({}, {"Display": 1}, {"Display": 2}):
+        assert (
+            call(emulator, "DescribeUFileToken", TokenId=token_id, **display)["DataSet"][0]["PrivateKey"] == private_key
+        )
 
 
 def test_describe_filters_by_name_region_and_project(emulator: US3Emulator) -> None:
@@ -243,13 +247,46 @@ def test_describe_of_something_missing_is_15040(emulator: US3Emulator, lookup: s
     assert call(emulator, "DescribeUFileToken", **{lookup: "nope"})["RetCode"] == 15040
 
 
-def test_delete_needs_region_and_token_id(emulator: US3Emulator) -> None:
+def test_delete_needs_project_region_and_token_id(emulator: US3Emulator) -> None:
     token_id = create(emulator)["TokenId"]
-    assert call(emulator, "DeleteUFileToken", TokenId=token_id)["RetCode"] == 15002
-    assert call(emulator, "DeleteUFileToken", Region="cn-bj2")["RetCode"] == 15002
-    assert call(emulator, "DeleteUFileToken", Region="cn-sh2", TokenId=token_id)["RetCode"] == 15040
-    assert call(emulator, "DeleteUFileToken", Region="cn-bj2", TokenId=token_id)["RetCode"] == 0
-    assert call(emulator, "DeleteUFileToken", Region="cn-bj2", TokenId=token_id)["RetCode"] == 15040
+    where = {"ProjectId": "org-default", "Region": "cn-bj2"}
+    assert call(emulator, "DeleteUFileToken", Region="cn-bj2", TokenId=token_id)["RetCode"] == 15002  # no ProjectId
+    assert call(emulator, "DeleteUFileToken", ProjectId="org-default", TokenId=token_id)["RetCode"] == 15002
+    assert call(emulator, "DeleteUFileToken", **where)["RetCode"] == 15002
+    assert call(emulator, "DeleteUFileToken", **{**where, "Region": "cn-sh2"}, TokenId=token_id)["RetCode"] == 15040
+    assert call(emulator, "DeleteUFileToken", **{**where, "ProjectId": "org-a"}, TokenId=token_id)["RetCode"] == 15040
+    assert call(emulator, "DeleteUFileToken", **where, TokenId=token_id)["RetCode"] == 0
+    assert call(emulator, "DeleteUFileToken", **where, TokenId=token_id)["RetCode"] == 15040
+
+
+def test_an_absent_project_id_is_the_default_project(emulator: US3Emulator) -> None:
+    create(emulator, TokenName="implicit")
+    create(emulator, TokenName="explicit", ProjectId="org-default")
+    names = {t["TokenName"] for t in call(emulator, "DescribeUFileToken", ProjectId="org-default")["DataSet"]}
+    assert (
+        names == {"implicit", "explicit"} == {t["TokenName"] for t in call(emulator, "DescribeUFileToken")["DataSet"]}
+    )
+
+
+def test_get_project_list_marks_the_default_project() -> None:
+    with US3Emulator({PUBLIC_KEY: PRIVATE_KEY}, {}, projects={"org-a"}, default_project="org-home") as emulator:
+        answer = call(emulator, "GetProjectList")
+    assert answer["RetCode"] == 0 and answer["ProjectCount"] == 2
+    assert [(p["ProjectId"], p["IsDefault"]) for p in answer["ProjectSet"]] == [("org-home", True), ("org-a", False)]
+
+
+@pytest.mark.parametrize("action", ["CreateUFileToken", "DescribeUFileToken", "DeleteUFileToken"])
+def test_a_sub_account_must_name_the_project_on_every_action(action: str) -> None:
+    with US3Emulator({PUBLIC_KEY: PRIVATE_KEY}, {}, sub_accounts={PUBLIC_KEY}) as emulator:
+        params = (
+            {"TokenName": "t", "Region": "cn-bj2"}
+            if action != "DeleteUFileToken"
+            else {"Region": "cn-bj2", "TokenId": "x"}
+        )
+        if action == "DescribeUFileToken":
+            params = {}
+        assert call(emulator, action, **params)["RetCode"] == 15002
+        assert call(emulator, action, ProjectId="org-default", **params)["RetCode"] in (0, 15040)
 
 
 def test_another_account_cannot_see_or_delete_tokens() -> None:
@@ -258,7 +295,11 @@ def test_another_account_cannot_see_or_delete_tokens() -> None:
         token_id = httpx.post(emulator.url, data=body).json()["TokenId"]
         seen = httpx.post(emulator.url, data=sign({"Action": "DescribeUFileToken"}, "b", "kb")).json()
         assert seen["DataSet"] == []
-        delete = sign({"Action": "DeleteUFileToken", "Region": "cn-bj2", "TokenId": token_id}, "b", "kb")
+        delete = sign(
+            {"Action": "DeleteUFileToken", "ProjectId": "org-default", "Region": "cn-bj2", "TokenId": token_id},
+            "b",
+            "kb",
+        )
         assert httpx.post(emulator.url, data=delete).json()["RetCode"] == 15040
 
 

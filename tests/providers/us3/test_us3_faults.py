@@ -42,7 +42,14 @@ def emulator(server: US3Emulator) -> US3Emulator:
 @pytest.fixture
 async def provider(emulator: US3Emulator) -> AsyncIterator[US3Provider]:
     client = US3Provider(
-        emulator.url, PUBLIC_KEY, PRIVATE_KEY, region="cn-bj2", retry=FAST, timeout=2.0, now=emulator.clock.now
+        emulator.url,
+        PUBLIC_KEY,
+        PRIVATE_KEY,
+        region="cn-bj2",
+        retry=FAST,
+        timeout=2.0,
+        now=emulator.clock.now,
+        allow_insecure=True,
     )
     yield client
     await client.aclose()
@@ -100,7 +107,9 @@ async def test_http_5xx_on_create_is_retried_without_duplicates(
 
 
 async def test_429_with_retry_after_is_honoured(emulator: US3Emulator) -> None:
-    client = US3Provider(emulator.url, PUBLIC_KEY, PRIVATE_KEY, retry=RetryPolicy(base_delay=0.001, max_delay=5))
+    client = US3Provider(
+        emulator.url, PUBLIC_KEY, PRIVATE_KEY, retry=RetryPolicy(base_delay=0.001, max_delay=5), allow_insecure=True
+    )
     emulator.faults.inject("status", DESCRIBE, status=429, retry_after=0.3, times=1)
     started = time.monotonic()
     await client.list_keys()
@@ -140,7 +149,9 @@ async def test_timeout_on_create_that_applied_nothing_creates_once(
 
 
 async def test_client_timeout_is_retryable(emulator: US3Emulator) -> None:
-    client = US3Provider(emulator.url, PUBLIC_KEY, PRIVATE_KEY, region="cn-bj2", retry=FAST, timeout=0.2)
+    client = US3Provider(
+        emulator.url, PUBLIC_KEY, PRIVATE_KEY, region="cn-bj2", retry=FAST, timeout=0.2, allow_insecure=True
+    )
     emulator.faults.inject("timeout", DESCRIBE, latency=0.5, times=1)
     assert await client.list_keys() == []
     await client.aclose()
@@ -151,7 +162,14 @@ async def test_a_create_that_lands_after_the_client_gave_up_is_cleaned_up_by_rec
 ) -> None:
     """Known limit of name lookups: a slow create can land after the lookup; recover() repairs it."""
     client = US3Provider(
-        emulator.url, PUBLIC_KEY, PRIVATE_KEY, region="cn-bj2", retry=FAST, timeout=0.2, now=emulator.clock.now
+        emulator.url,
+        PUBLIC_KEY,
+        PRIVATE_KEY,
+        region="cn-bj2",
+        retry=FAST,
+        timeout=0.2,
+        now=emulator.clock.now,
+        allow_insecure=True,
     )
     emulator.faults.inject("latency", CREATE, latency=0.6, times=1)
     issued = await client.issue(spec())
@@ -203,6 +221,7 @@ async def test_faults_can_be_probabilistic_and_issuing_stays_exactly_once(
         region="cn-bj2",
         retry=RetryPolicy(attempts=30, base_delay=0.001, max_delay=0.005),
         now=emulator.clock.now,
+        allow_insecure=True,
     )
     names = [f"st-chaos-{i}" for i in range(10)]
     issued = [await client.issue(spec(name)) for name in names]

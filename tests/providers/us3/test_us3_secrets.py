@@ -37,7 +37,9 @@ async def test_a_full_run_with_faults_and_errors_leaks_nothing(
     emulator: US3Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, httpx and httpcore included
-    provider = US3Provider(emulator.url, PUBLIC_KEY, PRIVATE_KEY, region="cn-bj2", retry=FAST, timeout=1.0)
+    provider = US3Provider(
+        emulator.url, PUBLIC_KEY, PRIVATE_KEY, region="cn-bj2", retry=FAST, timeout=1.0, allow_insecure=True
+    )
     texts: list[str] = [repr(provider)]
     secrets = {PRIVATE_KEY}
 
@@ -52,7 +54,7 @@ async def test_a_full_run_with_faults_and_errors_leaks_nothing(
     texts += [repr(first), repr(second), repr(recovered), str(first), repr(await provider.list_keys())]
     texts.append(repr(UFileToken(token_id="t", token_name="n", region="r", public_key="p", private_key=PRIVATE_KEY)))
 
-    wrong_key = US3Provider(emulator.url, PUBLIC_KEY, "wrong-" + PRIVATE_KEY, retry=FAST)
+    wrong_key = US3Provider(emulator.url, PUBLIC_KEY, "wrong-" + PRIVATE_KEY, retry=FAST, allow_insecure=True)
     failures: list[ProviderError] = []
     for attempt in (
         lambda: provider.issue(spec("st-3")),  # token limit
@@ -92,7 +94,7 @@ async def test_a_server_message_echoing_the_account_key_is_redacted() -> None:
 async def test_transport_errors_do_not_chain_the_request(emulator: US3Emulator) -> None:
     # The signed request body rides on httpx exceptions; we raise `from None` so tracebacks don't carry it.
     emulator.faults.inject("lose_response", "DescribeUFileToken", times=None)
-    provider = US3Provider(emulator.url, PUBLIC_KEY, PRIVATE_KEY, retry=RetryPolicy(attempts=1))
+    provider = US3Provider(emulator.url, PUBLIC_KEY, PRIVATE_KEY, retry=RetryPolicy(attempts=1), allow_insecure=True)
     with pytest.raises(ProviderError) as caught:
         await provider.list_keys()
     assert caught.value.__cause__ is None and caught.value.__suppress_context__

@@ -5,18 +5,22 @@ Contract: `B2Provider` implements `providers.base.Provider` (kind "b2");
 """
 
 from storage_token.providers.b2.capabilities import (
+    BUCKET_KEY_CAPABILITIES,
     FORBIDDEN_CAPABILITIES,
     KNOWN_CAPABILITIES,
     PERMISSION_CAPABILITIES,
+    REQUIRED_ACCOUNT_CAPABILITIES,
     capabilities_for,
 )
 from storage_token.providers.b2.client import B2Provider
 from storage_token.providers.b2.request import CreateRequest, create_request
 
 __all__ = [
+    "BUCKET_KEY_CAPABILITIES",
     "FORBIDDEN_CAPABILITIES",
     "KNOWN_CAPABILITIES",
     "PERMISSION_CAPABILITIES",
+    "REQUIRED_ACCOUNT_CAPABILITIES",
     "B2Provider",
     "CreateRequest",
     "capabilities_for",

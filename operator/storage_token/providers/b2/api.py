@@ -20,6 +20,7 @@ import httpx
 
 from storage_token.providers.b2.codes import PROVIDER, TOKEN_REJECTED, error_for, parse_retry_after
 from storage_token.providers.b2.models import Authorization
+from storage_token.providers.endpoints import require_https
 from storage_token.providers.errors import BadRequestError, CredentialsError, ProviderError, RetryableError
 from storage_token.providers.retry import RetryPolicy, Sleep, with_retries
 
@@ -51,8 +52,10 @@ class B2Api:
         timeout: float,
         retry: RetryPolicy,
         sleep: Sleep,
+        allow_insecure: bool = False,
     ) -> None:
-        self.endpoint = endpoint.rstrip("/")
+        self._allow_insecure = allow_insecure
+        self.endpoint = require_https(endpoint, provider=PROVIDER, allow_insecure=allow_insecure).rstrip("/")
         self._key_id = key_id
         self._key = key
         self._timeout = timeout
@@ -88,6 +91,14 @@ class B2Api:
                 provider=PROVIDER,
                 call="b2_authorize_account",
             )
+        # The token goes to the apiUrl the server named: it must be as safe as the endpoint.
+        require_https(
+            auth.api_url,
+            provider=PROVIDER,
+            allow_insecure=self._allow_insecure,
+            what="b2_authorize_account apiUrl",
+            call="b2_authorize_account",
+        )
         log.debug("b2 authorized account %s (api %s)", auth.account_id, auth.api_url)
         return auth
 

@@ -68,8 +68,36 @@ FORBIDDEN_CAPABILITIES: frozenset[str] = frozenset(
     }
 )
 
-# What the account key itself needs so the operator can issue, list and revoke.
-REQUIRED_ACCOUNT_CAPABILITIES: tuple[str, ...] = ("writeKeys", "listKeys", "deleteKeys")
+# What the account key itself needs: b2_create_key, b2_list_keys (sweep, recovery),
+# b2_delete_key, and b2_list_buckets to turn bucket names into ids. Creating a key
+# needs only writeKeys, whatever the new key may do (B2 documents no other rule).
+REQUIRED_ACCOUNT_CAPABILITIES: tuple[str, ...] = ("writeKeys", "listKeys", "deleteKeys", "listBuckets")
+
+# b2_create_key with a bucket restriction: "Only the following capabilities can be
+# specified" (the current b2-create-key page lists these 19).
+BUCKET_KEY_CAPABILITIES: frozenset[str] = frozenset(
+    {
+        "listAllBucketNames",
+        "listBuckets",
+        "readBuckets",
+        "readBucketEncryption",
+        "writeBucketEncryption",
+        "readBucketNotifications",
+        "writeBucketNotifications",
+        "readBucketRetentions",
+        "writeBucketRetentions",
+        "listFiles",
+        "readFiles",
+        "shareFiles",
+        "writeFiles",
+        "deleteFiles",
+        "readFileLegalHolds",
+        "writeFileLegalHolds",
+        "readFileRetentions",
+        "writeFileRetentions",
+        "bypassGovernance",
+    }
+)
 
 PERMISSION_CAPABILITIES: Mapping[str, tuple[str, ...]] = {
     "read": ("readFiles",),
@@ -91,6 +119,17 @@ def capabilities_for(permissions: Iterable[str], raw_capabilities: Iterable[str]
     if not wanted:
         raise BadRequestError("a key needs at least one permission or capability", provider=PROVIDER, call="issue")
     return tuple(sorted(set(wanted)))
+
+
+def check_bucket_capabilities(capabilities: Iterable[str]) -> None:
+    """A bucket-restricted key may carry only BUCKET_KEY_CAPABILITIES (B2 answers 400 otherwise)."""
+    outside = sorted(set(capabilities) - BUCKET_KEY_CAPABILITIES)
+    if outside:
+        raise BadRequestError(
+            f"a key restricted to buckets can't have {', '.join(outside)} (not on B2's list for bucket keys)",
+            provider=PROVIDER,
+            call="issue",
+        )
 
 
 def check_raw_capability(capability: str) -> None:

@@ -25,6 +25,7 @@ from storage_token.providers.b2.request import CreateRequest, create_request
 from storage_token.providers.base import AccountInfo, IssuedKey, KeyInfo, KeySpec
 from storage_token.providers.errors import (
     BadRequestError,
+    MissingCapabilitiesError,
     NotFoundError,
     PermissionDeniedError,
     ProviderError,
@@ -37,6 +38,8 @@ log = logging.getLogger("storage_token.providers.b2")
 DEFAULT_ENDPOINT = "https://api.backblazeb2.com"
 VERSIONS = (3, 4)  # v3 lists and deletes standard keys, v4 multi-bucket keys
 LIST_BUCKETS_VERSION = 3
+# Without bucketTypes B2 leaves out restricted and shared buckets (b2sdk always sends this too).
+ALL_BUCKET_TYPES = ["all"]
 
 
 class B2Provider:
@@ -56,6 +59,7 @@ class B2Provider:
         s3_endpoint: str | None = None,  # overrides the account's s3ApiUrl
         page_size: int = 1000,  # keys per b2_list_keys call (1000 = one billed transaction)
         sleep: Sleep = asyncio.sleep,  # tests observe the back-off through this
+        allow_insecure: bool = False,  # plain http endpoints (loopback emulators) are refused unless set
     ) -> None:
         self.endpoint = endpoint
         self.page_size = page_size
@@ -63,7 +67,14 @@ class B2Provider:
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._api = B2Api(
-            key_id, key, endpoint=endpoint, transport=transport, timeout=timeout, retry=self._retry, sleep=sleep
+            key_id,
+            key,
+            endpoint=endpoint,
+            transport=transport,
+            timeout=timeout,
+            retry=self._retry,
+            sleep=sleep,
+            allow_insecure=allow_insecure,
         )
         self._bucket_ids: dict[str, str] = {}  # name -> id
         self._bucket_names: dict[str, str] = {}  # id -> name
@@ -74,8 +85,15 @@ class B2Provider:
 
     # -- Provider ---------------------------------------------------------
     async def check(self) -> AccountInfo:
+        """Authorize, then verify the key holds every capability the operator will use.
+
+        MissingCapabilitiesError names the ones it lacks (listBuckets included: issuing
+        a key for a bucket first turns the bucket's name into its id).
+        """
         auth = await self._api.authorization(fresh=True)
-        _require(auth, REQUIRED_ACCOUNT_CAPABILITIES, "check")
+        missing = tuple(c for c in REQUIRED_ACCOUNT_CAPABILITIES if c not in auth.capabilities)
+        if missing:
+            raise MissingCapabilitiesError(missing, provider=PROVIDER, call="check", code="unauthorized")
         scope = "all buckets" if not auth.bucket_ids else f"{len(auth.bucket_ids)} bucket(s)"
         return AccountInfo(
             provider=self.kind,
@@ -87,7 +105,9 @@ class B2Provider:
     async def issue(self, spec: KeySpec) -> IssuedKey:
         request = create_request(spec)
         auth = await self._api.authorization()
-        _require(auth, ("writeKeys", *request.capabilities), "issue")
+        if auth.capabilities and "writeKeys" not in auth.capabilities:
+            # The one documented rule: creating a key needs writeKeys, whatever the key may do.
+            raise MissingCapabilitiesError(("writeKeys",), provider=PROVIDER, call="issue", code="unauthorized")
         bucket_ids = tuple([await self._bucket_id(name) for name in request.buckets])
         body = request.body(bucket_ids)
         maybe_created = False
@@ -200,7 +220,9 @@ class B2Provider:
 
     async def _bucket_id(self, name: str) -> str:
         if name not in self._bucket_ids:
-            answer = await self._api.call(LIST_BUCKETS_VERSION, "b2_list_buckets", {"bucketName": name})
+            answer = await self._api.call(
+                LIST_BUCKETS_VERSION, "b2_list_buckets", {"bucketName": name, "bucketTypes": ALL_BUCKET_TYPES}
+            )
             self._remember_buckets(answer)
             if name not in self._bucket_ids:
                 raise BadRequestError(
@@ -213,7 +235,9 @@ class B2Provider:
         if not bucket_ids - self._bucket_names.keys():
             return
         try:
-            self._remember_buckets(await self._api.call(LIST_BUCKETS_VERSION, "b2_list_buckets", {}))
+            self._remember_buckets(
+                await self._api.call(LIST_BUCKETS_VERSION, "b2_list_buckets", {"bucketTypes": ALL_BUCKET_TYPES})
+            )
         except PermissionDeniedError:
             log.debug("b2 may not list buckets; keys show bucket ids")
 
@@ -247,17 +271,6 @@ class B2Provider:
 def _records(answer: dict[str, Any], version: int) -> list[KeyRecord]:
     keys = answer.get("keys")
     return [KeyRecord.from_payload(k, version) for k in keys if isinstance(k, dict)] if isinstance(keys, list) else []
-
-
-def _require(auth: Authorization, capabilities: tuple[str, ...], call: str) -> None:
-    """A key can't be given a capability its creator lacks: say which, before asking."""
-    if not auth.capabilities:
-        return  # the answer didn't say: let the server judge
-    missing = [c for c in dict.fromkeys(capabilities) if c not in auth.capabilities]
-    if missing:
-        raise PermissionDeniedError(
-            f"the account key lacks {', '.join(missing)}", provider=PROVIDER, call=call, code="unauthorized"
-        )
 
 
 def _log_create_retry(name: str) -> Callable[[RetryableError, float], None]:

@@ -12,9 +12,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-
 from storage_token.providers.errors import (
     BadRequestError,
     CredentialsError,
@@ -24,27 +21,12 @@ from storage_token.providers.errors import (
     QuotaExceededError,
     RetryableError,
 )
+from storage_token.providers.retry import parse_retry_after
+
+__all__ = ["PROVIDER", "TOKEN_REJECTED", "error_for", "is_retryable_status", "parse_retry_after"]
 
 PROVIDER = "b2"
 TOKEN_REJECTED = frozenset({"bad_auth_token", "expired_auth_token"})
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds: a number, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def is_retryable_status(status: int) -> bool:

@@ -50,12 +50,14 @@ class Authorization:
 
     @classmethod
     def from_payload(cls, body: dict[str, Any]) -> Authorization:
-        """v3/v4 nest the URLs under apiInfo.storageApi; v4 lists `allowed.buckets`, v3 a flat `bucketId`."""
+        """v3/v4 nest the URLs under apiInfo.storageApi. What the key may do is the
+        `allowed` object there in v4 (`buckets: [{id, name}]`), and flat in storageApi
+        itself in v3 (`bucketId`, `bucketName`, `capabilities`, `namePrefix`)."""
         api_info = body.get("apiInfo")
         storage = api_info.get("storageApi") if isinstance(api_info, dict) else None
-        storage = storage if isinstance(storage, dict) else body  # v1/v2 answered flat
+        storage = storage if isinstance(storage, dict) else body  # v1/v2 answered flat, with `allowed`
         allowed = storage.get("allowed")
-        allowed = allowed if isinstance(allowed, dict) else {}
+        allowed = allowed if isinstance(allowed, dict) else storage  # v3: the restrictions sit beside apiUrl
         buckets = allowed.get("buckets")
         if isinstance(buckets, list):
             bucket_ids = tuple(b["id"] for b in buckets if isinstance(b, dict) and isinstance(b.get("id"), str))

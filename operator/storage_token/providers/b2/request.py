@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from storage_token.providers.b2.capabilities import PROVIDER, capabilities_for
+from storage_token.providers.b2.capabilities import PROVIDER, capabilities_for, check_bucket_capabilities
 from storage_token.providers.b2.models import KEY_NAME, MAX_DURATION_SECONDS
 from storage_token.providers.base import KeySpec
 from storage_token.providers.errors import BadRequestError
@@ -63,6 +63,8 @@ def create_request(spec: KeySpec) -> CreateRequest:
         raise _bad("b2 keys take at most one name prefix")
     if prefixes and not buckets:
         raise _bad("a name prefix needs a bucket restriction")
+    if buckets:
+        check_bucket_capabilities(capabilities)
     return CreateRequest(
         name=spec.name,
         capabilities=capabilities,

@@ -14,18 +14,20 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from storage_token.providers.endpoints import require_https
 from storage_token.providers.errors import BadRequestError, NotFoundError, ProviderError, RetryableError
 from storage_token.providers.us3.codes import PROVIDER, http_error, parse_retry_after, retcode_error
-from storage_token.providers.us3.models import TokenRequest, UFileToken
+from storage_token.providers.us3.models import Project, TokenRequest, UFileToken
 from storage_token.providers.us3.signing import Value, flatten, sign
 
 log = logging.getLogger("storage_token.providers.us3")
 
 USER_AGENT = "storage-token-operator (us3)"
+DISPLAY_FULL = 1  # DescribeUFileToken: 0 is "partial" (undocumented which fields); anything else is full
 
 
 class US3Api:
-    """The three token actions of the UCloud API, typed."""
+    """The three token actions of the UCloud API and GetProjectList, typed."""
 
     def __init__(
         self,
@@ -35,8 +37,9 @@ class US3Api:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
+        allow_insecure: bool = False,
     ) -> None:
-        self.endpoint = endpoint
+        self.endpoint = require_https(endpoint, provider=PROVIDER, allow_insecure=allow_insecure)
         self._public_key = public_key
         self._private_key = private_key
         self._timeout = timeout
@@ -71,17 +74,18 @@ class US3Api:
         project_id: str | None,
         token_id: str | None = None,
         token_name: str | None = None,
-        full: bool = False,
     ) -> list[UFileToken]:
-        """Tokens matching the id or name (neither: all). `full` asks for the private keys too.
+        """Tokens matching the id or name (neither: all), private keys included.
 
+        Display=1 is the documented full form; Display=0 shows "partial" info
+        without saying which fields stay, so it is never used.
         A lookup that finds nothing is an empty list, whether the API says 15040 or answers [].
         """
         params: dict[str, Value] = {
             **_location(region, project_id),
             "TokenId": token_id,
             "TokenName": token_name,
-            "Display": 1 if full else 0,
+            "Display": DISPLAY_FULL,
         }
         try:
             body = await self.call("DescribeUFileToken", params)
@@ -97,6 +101,16 @@ class US3Api:
     async def delete_token(self, token_id: str, *, region: str | None, project_id: str | None) -> None:
         """Raises NotFoundError (15040) when the token is already gone."""
         await self.call("DeleteUFileToken", {**_location(region, project_id), "TokenId": token_id})
+
+    async def projects(self) -> list[Project]:
+        """GetProjectList (UAccount): the account's projects; the default one has IsDefault."""
+        body = await self.call("GetProjectList", {})
+        data = body.get("ProjectSet") or []
+        if not isinstance(data, list):
+            raise ProviderError(
+                "GetProjectList answered a malformed ProjectSet", provider=PROVIDER, call="GetProjectList"
+            )
+        return [Project.from_payload(item) for item in data if isinstance(item, dict)]
 
     # -- transport ------------------------------------------------------
     async def call(self, action: str, params: Mapping[str, Value]) -> dict[str, Any]:

@@ -8,10 +8,15 @@ timeout, a lost answer or a retryable error it first looks the token up by
 name and adopts it (US3's Describe returns the private key with Display=1).
 A same-named token that can't be adopted (no key in the answer, expired) is
 deleted before creating again, so an intent never leaves two tokens behind.
+
+Every call names a ProjectId: DeleteUFileToken requires it, and sub-account
+keys need it on every action. Without a configured one, the account's default
+project is looked up once (GetProjectList, IsDefault) and kept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -57,6 +62,7 @@ class US3Provider:
         retry: RetryPolicy | None = None,
         timeout: float = 10.0,
         now: Callable[[], float] | None = None,  # unix seconds; tests share the emulator's clock
+        allow_insecure: bool = False,  # plain http endpoints (loopback emulators) are refused unless set
     ) -> None:
         self.endpoint = endpoint
         self.public_key = public_key
@@ -65,7 +71,11 @@ class US3Provider:
         self._s3_endpoint = s3_endpoint or None
         self._retry = retry or RetryPolicy()
         self._now = now or time.time
-        self._api = US3Api(endpoint, public_key, private_key, transport=transport, timeout=timeout)
+        self._api = US3Api(
+            endpoint, public_key, private_key, transport=transport, timeout=timeout, allow_insecure=allow_insecure
+        )
+        self._project: str | None = self.project_id  # resolved once when not configured
+        self._project_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"US3Provider(endpoint={self.endpoint!r}, region={self.region!r}, project_id={self.project_id!r})"
@@ -77,14 +87,17 @@ class US3Provider:
 
     # -- Provider ---------------------------------------------------------
     async def check(self) -> AccountInfo:
+        project = await self._retrying("GetProjectList", self._project_id)
         tokens = await self._retrying("DescribeUFileToken", self._describe)
         where = f" in {self.region}" if self.region else ""
+        source = "configured" if self.project_id else "the account's default"
         return AccountInfo(
             provider=self.kind,
             # The public key is half a credential: name the account by a fingerprint of it.
             account_id=f"pk-{hashlib.sha256(self.public_key.encode()).hexdigest()[:12]}",
             endpoint=self.s3_endpoint,
-            detail=f"{len(tokens)} token(s){where}",
+            detail=f"{len(tokens)} token(s){where}; project {project} ({source})",
+            project_id=project,
         )
 
     async def issue(self, spec: KeySpec) -> IssuedKey:
@@ -158,11 +171,12 @@ class US3Provider:
 
     # -- steps --------------------------------------------------------------
     async def _create(self, request: TokenRequest) -> IssuedKey:
-        token_id, token = await self._api.create_token(request, region=self.region, project_id=self.project_id)
+        project = await self._project_id()
+        token_id, token = await self._api.create_token(request, region=self.region, project_id=project)
         log.info("us3 created token %s (%s)", token_id, request.name)
         if token is None or not token.has_key_pair:
             # The documented example answers an empty UFileTokenSet: read the token back.
-            found = await self._describe(token_id=token_id, full=True)
+            found = await self._describe(token_id=token_id)
             token = next((t for t in found if t.token_id == token_id and t.has_key_pair), None)
             if token is None:
                 # Retrying lands in _adopt, which finds this token by name and resolves it.
@@ -175,7 +189,7 @@ class US3Provider:
 
     async def _adopt(self, name: str) -> IssuedKey | None:
         """The usable token of this name (newest wins); every other token of the name is deleted."""
-        tokens = [t for t in await self._describe(token_name=name, full=True) if t.token_name == name]
+        tokens = [t for t in await self._describe(token_name=name) if t.token_name == name]
         now = self._now()
         usable = [t for t in tokens if t.has_key_pair and t.expire_time > now]
         keep = max(usable, key=lambda t: (t.create_time or 0, t.token_id), default=None)
@@ -186,16 +200,32 @@ class US3Provider:
                 await self._delete(token.token_id, token.region or self.region)
         return self._issued(keep) if keep is not None else None
 
-    async def _describe(
-        self, *, token_id: str | None = None, token_name: str | None = None, full: bool = False
-    ) -> list[UFileToken]:
+    async def _describe(self, *, token_id: str | None = None, token_name: str | None = None) -> list[UFileToken]:
         return await self._api.describe_tokens(
-            region=self.region, project_id=self.project_id, token_id=token_id, token_name=token_name, full=full
+            region=self.region, project_id=await self._project_id(), token_id=token_id, token_name=token_name
         )
+
+    async def _project_id(self) -> str:
+        """The configured project, else the account's default (asked once, then kept)."""
+        if self._project:
+            return self._project
+        async with self._project_lock:
+            if not self._project:
+                projects = await self._api.projects()
+                default = next((p for p in projects if p.is_default and p.project_id), None)
+                if default is None:
+                    raise BadRequestError(
+                        f"the account has no default project among {len(projects)}: set the provider's projectId",
+                        provider=PROVIDER,
+                        call="GetProjectList",
+                    )
+                log.info("us3 uses the account's default project %s", default.project_id)
+                self._project = default.project_id
+            return self._project
 
     async def _delete(self, token_id: str, region: str | None) -> None:
         try:
-            await self._api.delete_token(token_id, region=region, project_id=self.project_id)
+            await self._api.delete_token(token_id, region=region, project_id=await self._project_id())
         except NotFoundError:
             log.debug("us3 token %s already gone", token_id)
             return

@@ -147,3 +147,22 @@ class TokenRequest:
             "BlackIPList": list(self.black_ips),
             "WhiteIPList": list(self.white_ips),
         }
+
+
+@dataclass(frozen=True)
+class Project:
+    """One entry of GetProjectList's ProjectSet."""
+
+    project_id: str
+    name: str
+    is_default: bool
+
+    @classmethod
+    def from_payload(cls, raw: Mapping[str, Any]) -> Project:
+        default = raw.get("IsDefault")
+        return cls(
+            project_id=str(raw.get("ProjectId") or ""),
+            name=str(raw.get("ProjectName") or ""),
+            # The SDK schema says Bool; tolerate the string forms the gateway uses elsewhere.
+            is_default=default is True or (isinstance(default, str) and default.lower() in ("true", "yes", "1")),
+        )
