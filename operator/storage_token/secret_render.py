@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import base64
 import functools
+import itertools
+import json
 import re
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +43,7 @@ from jinja2 import (
     pass_context,
     pass_eval_context,
 )
-from jinja2.environment import Template
+from jinja2.environment import Environment, Template
 from jinja2.exceptions import SecurityError
 from jinja2.filters import FILTERS as JINJA_FILTERS
 from jinja2.nodes import EvalContext
@@ -60,6 +62,7 @@ __all__ = [
     "TEMPLATE_VARIABLES",
     "KeyMaterial",
     "TemplateError",
+    "limit_error",
     "render_secret_data",
     "validate_template",
 ]
@@ -90,10 +93,14 @@ MAX_CHARS: Final = 64 * 1024  # any string a template computes
 MAX_ITEMS: Final = 4096  # any list, tuple or dict a template computes
 MAX_PRODUCED_CHARS: Final = 1024 * 1024  # text emitted while rendering one key, captured blocks included
 # Rendering cost per key, so no template runs for more than a fraction of a second:
-MAX_OPERATIONS: Final = 100_000  # calls, lookups, loop steps, arithmetic, filters, output pieces
+MAX_OPERATIONS: Final = 50_000  # calls, lookups, loop steps, arithmetic, filters, output pieces
 MAX_WORK: Final = 10_000_000  # characters those operations touch (an item counts 16)
 MAX_INT_BITS: Final = 4096  # integers computed by a template
 MAX_INDENT: Final = 64  # `indent`/`tojson` widths: a width multiplies the output
+# Any value a template computes or touches, measured deep (nested containers counted in full,
+# shared references as often as they appear): characters of its text plus 16 per item.
+MAX_VALUE_WEIGHT: Final = 2 * 1024 * 1024
+MAX_DEPTH: Final = 32  # containers nested in containers
 
 # Kubernetes' rule for Secret and ConfigMap keys (IsConfigMapKey).
 _SECRET_KEY_RE: Final = re.compile(r"[-._a-zA-Z0-9]+")
@@ -174,8 +181,14 @@ def validate_template(template: SecretTemplate) -> None:
             raise TemplateError(_where(name) + problem.detail, reason=problem.reason, secret_key=name)
 
 
-def render_secret_data(key: KeyMaterial, template: SecretTemplate) -> dict[str, str]:
-    """The Secret's data for `key`: the preset's keys (if included), then the template's."""
+def render_secret_data(
+    key: KeyMaterial, template: SecretTemplate, *, before_each: Callable[[str], None] | None = None
+) -> dict[str, str]:
+    """The Secret's data for `key`: the preset's keys (if included), then the template's.
+
+    `before_each` is told each template data key before it renders (the render worker reports
+    it, so a render killed at a limit can still be blamed on its key).
+    """
     _check_preset(template.preset)
     data: dict[str, str] = {}
     if template.include_preset:
@@ -185,6 +198,8 @@ def render_secret_data(key: KeyMaterial, template: SecretTemplate) -> dict[str, 
         sensitive = _sensitive_values(key)
         for name, source in template.data.items():
             _check_secret_key(name)
+            if before_each is not None:
+                before_each(name)
             value, problem = _render_one(source, variables)
             if problem is not None:
                 # Raised here, outside any except block, so no exception holding rendered
@@ -320,6 +335,12 @@ class _Problem:
     detail: str
 
 
+def limit_error(secret_key: str | None, detail: str) -> TemplateError:
+    """A LimitExceeded error for `secret_key` (or the whole Secret), worded like every other."""
+    prefix = _where(secret_key) if secret_key is not None else "Secret template: "
+    return TemplateError(prefix + detail, reason=TemplateError.LIMIT, secret_key=secret_key)
+
+
 def _where(secret_key: str) -> str:
     shown = secret_key if len(secret_key) <= 80 else secret_key[:80] + "…"
     return f"Secret key {shown!r}: "
@@ -353,10 +374,23 @@ def _sensitive_values(key: KeyMaterial) -> tuple[str, ...]:
     return tuple(sorted((v for v in values if len(v) >= _MIN_SCRUB_LEN), key=len, reverse=True))
 
 
+_SCRUB_WINDOW: Final = 8
+
+
 def _scrub(message: str, sensitive: Iterable[str]) -> str:
-    """Last line of defence: messages are built not to carry values, but never let one through."""
-    for value in sensitive:
+    """Last line of defence: messages are built not to carry values, but never let one through.
+
+    Whole values first, then any 8-character piece of one (or of it reversed).
+    """
+    values = tuple(sensitive)
+    for value in values:
         message = message.replace(value, "[redacted]")
+    for value in values:
+        for text in (value, value[::-1]):
+            for start in range(len(text) - _SCRUB_WINDOW + 1):
+                piece = text[start : start + _SCRUB_WINDOW]
+                if piece in message:
+                    message = message.replace(piece, "[redacted]")
     return message
 
 
@@ -379,13 +413,132 @@ class _OverLimit(SecurityError):
     """A size or cost limit was hit. Messages are ours and carry no values."""
 
 
+_CONTAINERS: Final = (list, tuple, dict, set, frozenset, KeysView, ValuesView, ItemsView)
+_ITEM_WEIGHT: Final = 16  # an item costs more than a character (a Python object behind a pointer)
+_OPAQUE_TEXT: Final = 200  # str() of a macro, loop, generator …: a fixed-size repr
+
+
+@dataclass(frozen=True)
+class _Size:
+    """Upper bounds for one value, nested containers counted in full."""
+
+    text: int  # characters of str(value) (strings nested in containers as their repr)
+    items: int  # container items, nested ones included
+    depth: int  # containers nested in containers
+
+    @property
+    def weight(self) -> int:
+        return self.text + _ITEM_WEIGHT * self.items
+
+
+class _TooBig(Exception):
+    """Internal: the measured value went past the cap; its exact size does not matter."""
+
+
+def _nested_str_text(text: str) -> int:
+    """Characters of repr(text) at most, without building it: an escape is up to 10 characters."""
+    if text.isascii() and text.isprintable():
+        return 2 * len(text) + 2  # a quote or backslash doubles
+    return 10 * len(text) + 2
+
+
+def _scalar_text(value: object, nested: bool) -> int:
+    if isinstance(value, str):
+        return _nested_str_text(value) if nested else len(value)
+    if isinstance(value, bool) or value is None:
+        return 5
+    if isinstance(value, int):
+        return value.bit_length() * 3 // 10 + 2  # decimal digits and a sign
+    if isinstance(value, float):
+        return 24
+    return _OPAQUE_TEXT
+
+
+# Sizes of the bigger containers already measured in this render, so touching the same list
+# again costs a lookup. The object is kept with its size so its id can't be reused; the cache
+# is capped so it can't keep much garbage alive.
+_SIZE_CACHE_MIN_ITEMS: Final = 64
+_SIZE_CACHE_ENTRIES: Final = 512
+_SizeCache = dict[int, tuple[object, tuple[int, int, int]]]
+
+
+def _measure(value: object, cap: int = MAX_VALUE_WEIGHT) -> _Size:
+    """Deep size of `value`; past `cap` (or MAX_DEPTH) a size just over the cap.
+
+    Memoised per container, so a list holding the same huge list 4096 times costs 4096 steps,
+    not its expanded size; and the walk stops as soon as the cap is passed, so it never costs
+    more than `cap` steps either.
+    """
+    if not isinstance(value, _CONTAINERS):
+        return _Size(_scalar_text(value, nested=False), 0, 0)
+    state = _STATE.get()
+    shared: _SizeCache = state.sizes if state is not None else {}
+    # id -> (the object, kept alive so its id is not reused, its (text, items, depth) or None while open)
+    memo: dict[int, tuple[object, tuple[int, int, int] | None]] = {}
+
+    def walk(node: object, depth: int) -> tuple[int, int, int]:
+        key = id(node)
+        seen = memo.get(key) or shared.get(key)
+        if seen is not None:
+            size = seen[1]
+            if size is None or depth + size[2] > MAX_DEPTH:  # a cycle, or too deep here
+                raise _TooBig
+            return size
+        if depth >= MAX_DEPTH:
+            raise _TooBig
+        memo[key] = (node, None)
+        text, items, deepest = 16, 0, 0  # brackets, or a view's `dict_items(…)`
+        children: Iterable[object]
+        if isinstance(node, dict):
+            children = itertools.chain.from_iterable(node.items())
+        else:
+            children = cast("Iterable[object]", node)
+        for child in children:
+            kind = type(child)
+            # Scalars inline: this loop runs once per item of every container a template touches.
+            if kind is str:
+                text += _nested_str_text(child) + 4  # type: ignore[arg-type]
+            elif kind is int:
+                text += child.bit_length() * 3 // 10 + 6  # type: ignore[attr-defined]
+            elif isinstance(child, _CONTAINERS):
+                sub_text, sub_items, sub_depth = walk(child, depth + 1)
+                text += sub_text + 4
+                items += sub_items
+                deepest = max(deepest, sub_depth)
+            else:
+                text += _scalar_text(child, nested=True) + 4
+            items += 1
+            if (items & 255) == 0 and text + _ITEM_WEIGHT * items > cap:
+                raise _TooBig
+        if text + _ITEM_WEIGHT * items > cap:
+            raise _TooBig
+        result = (text, items, deepest + 1)
+        memo[key] = (node, result)
+        if items >= _SIZE_CACHE_MIN_ITEMS and state is not None and len(shared) < _SIZE_CACHE_ENTRIES:
+            shared[key] = (node, result)
+        return result
+
+    try:
+        found = walk(value, 0)
+    except (_TooBig, RecursionError):  # RecursionError can't happen below MAX_DEPTH; never let it crash
+        return _Size(cap + 1, 0, MAX_DEPTH + 1)
+    return _Size(*found)
+
+
 def _weight(value: object) -> int:
-    """Rough cost of touching `value`: characters, or items at 16 each (Python objects are slower)."""
+    """Cost of touching `value`: characters, and items at 16 each, nested containers in full."""
     if isinstance(value, str):
         return len(value)
-    if isinstance(value, list | tuple | dict | set | frozenset):
-        return 16 * len(value)
+    if isinstance(value, _CONTAINERS):
+        return _measure(value, MAX_WORK).weight
     return 1
+
+
+def _text_bound(value: object, cap: int) -> int:
+    """Characters str(value) would have, known before str() runs (at most `cap` + 1)."""
+    if isinstance(value, str):
+        return len(value)
+    return min(_measure(value, cap).text, cap + 1)
 
 
 @dataclass
@@ -393,6 +546,7 @@ class _RenderState:
     """Per-render budget, and the names the template spelled out (safe to quote back)."""
 
     static_names: frozenset[str]
+    sizes: _SizeCache = field(default_factory=dict)
     operations: int = 0
     work: int = 0
     produced: int = 0
@@ -444,12 +598,28 @@ def _over_limit() -> _OverLimit:
     return _OverLimit(f"a value would exceed {MAX_CHARS} characters or {MAX_ITEMS} items")
 
 
+def _deep_over_limit() -> _OverLimit:
+    return _OverLimit(
+        f"a value would exceed {MAX_VALUE_WEIGHT} units of size (nested lists counted in full)"
+        f" or {MAX_DEPTH} levels of nesting"
+    )
+
+
 def _check_size(value: object) -> None:
     limit = _limit_of(value)
     if limit is not None and len(value) > limit:  # type: ignore[arg-type]
         raise _over_limit()
+    if isinstance(value, _CONTAINERS):
+        size = _measure(value)
+        if size.weight > MAX_VALUE_WEIGHT or size.depth > MAX_DEPTH:
+            raise _deep_over_limit()
     if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
         raise _OverLimit(f"an integer would exceed {MAX_INT_BITS} bits")
+
+
+def _check_text(bound: int, limit: int = MAX_CHARS) -> None:
+    if bound > limit:
+        raise _over_limit()
 
 
 def _check_binop(operator: str, left: Any, right: Any) -> None:
@@ -457,14 +627,21 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
     if operator == "*":
         for seq, count in ((left, right), (right, left)):
             limit = _limit_of(seq)
-            if limit is not None and isinstance(count, int) and len(seq) * max(count, 0) > limit:
+            if limit is None or not isinstance(count, int) or isinstance(count, bool):
+                continue
+            if len(seq) * max(count, 0) > limit:
                 raise _over_limit()
+            if not isinstance(seq, str) and _measure(seq).weight * max(count, 0) > MAX_VALUE_WEIGHT:
+                raise _deep_over_limit()
         if isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > MAX_INT_BITS:
             raise _OverLimit(f"an integer would exceed {MAX_INT_BITS} bits")
     elif operator == "+":
         limit = _limit_of(left)
-        if limit is not None and _limit_of(right) == limit and len(left) + len(right) > limit:
-            raise _over_limit()
+        if limit is not None and _limit_of(right) == limit:
+            if len(left) + len(right) > limit:
+                raise _over_limit()
+            if not isinstance(left, str) and _measure(left).weight + _measure(right).weight > MAX_VALUE_WEIGHT:
+                raise _deep_over_limit()
     elif operator == "**":
         if isinstance(left, int) and isinstance(right, int) and left.bit_length() * max(right, 0) > MAX_INT_BITS:
             raise _OverLimit(f"an integer would exceed {MAX_INT_BITS} bits")
@@ -568,12 +745,21 @@ class _SecretSandbox(ImmutableSandboxedEnvironment):
 # --- filters -----------------------------------------------------------------------------
 
 
-def _metered(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Charge a filter or test to the budget and cap its result. Keeps Jinja's pass_* marker."""
+def _metered(func: Callable[..., Any], *, stringifies: bool = False, sorts: bool = False) -> Callable[..., Any]:
+    """Charge a filter or test to the budget and cap its result. Keeps Jinja's pass_* marker.
+
+    `stringifies`: the filter turns its input into text first, so that text's size is
+    checked before it is built. `sorts`: it compares its items about log2(n) times each.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _spend(*args, *kwargs.values())
+        subject = next((arg for arg in args if not isinstance(arg, EvalContext | Context | Environment)), None)
+        if stringifies:
+            _check_text(_text_bound(subject, MAX_CHARS))
+        if sorts and isinstance(subject, _CONTAINERS):
+            _spend(work=_weight(subject) * max(len(subject).bit_length(), 1))
         result = func(*args, **kwargs)
         _spend(result)
         _check_size(result)
@@ -596,10 +782,15 @@ def _filter_replace(value: Any, old: Any, new: Any, count: int | None = None) ->
 
 
 def _filter_join(value: Iterable[Any], separator: Any = "") -> str:
-    parts = [str(item) for item in _bounded(value)]
+    _check_text(_text_bound(separator, MAX_CHARS))
     sep = str(separator)
-    if sum(map(len, parts)) + len(sep) * max(len(parts) - 1, 0) > MAX_CHARS:
-        raise _over_limit()
+    parts: list[str] = []
+    total = 0
+    for item in _bounded(value):
+        # Each part's size is known before str() builds it (an item may be a huge nested list).
+        total += _text_bound(item, MAX_CHARS) + (len(sep) if parts else 0)
+        _check_text(total)
+        parts.append(str(item))
     return sep.join(parts)
 
 
@@ -611,17 +802,46 @@ def _check_width(width: Any) -> None:
 
 def _filter_indent(value: Any, width: Any = 4, first: bool = False, blank: bool = False) -> Any:
     _check_width(width)
-    return JINJA_FILTERS["indent"](value, width, first, blank)
+    text = str(value)  # its size was checked (`stringifies`)
+    pad = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+    _check_text(len(text) + (text.count("\n") + 1) * max(pad, 0))
+    return JINJA_FILTERS["indent"](text, width, first, blank)
 
 
 @pass_eval_context
 def _filter_tojson(eval_ctx: EvalContext, value: Any, indent: Any = None) -> Any:
     _check_width(indent)
+    size = _measure(value)
+    pad = len(indent) if isinstance(indent, str) else indent if isinstance(indent, int) else 0
+    # JSON escapes a character as up to 12 (an astral one as two \\u escapes), and puts each
+    # item on its own line, indented by its depth. Below that bound nothing can go wrong;
+    # above it, count the real output piece by piece before building it.
+    if 12 * size.text + size.items * (2 + max(pad, 0) * (size.depth + 1)) > MAX_CHARS:
+        _spend(work=_JSON_ITEM_WORK * size.items)  # the count below runs in Python, per item
+        _check_json_size(value, indent)
     return JINJA_FILTERS["tojson"](eval_ctx, value, indent)
 
 
+_JSON_ITEM_WORK: Final = 48
+_HTML_UNSAFE: Final = ("<", ">", "&", "'")  # Jinja's tojson writes each as a 6-character escape
+
+
+def _check_json_size(value: Any, indent: Any) -> None:
+    encoder = json.JSONEncoder(sort_keys=True, indent=indent)  # what tojson uses (its json policy)
+    total = 0
+    try:
+        for chunk in encoder.iterencode(value):
+            total += len(chunk) + 5 * sum(map(chunk.count, _HTML_UNSAFE))
+            if total > MAX_CHARS:
+                raise _over_limit()
+    except (TypeError, ValueError):
+        return  # not JSON-serialisable: tojson itself reports it
+
+
 def _filter_b64encode(value: Any) -> str:
-    return base64.b64encode(str(value).encode()).decode()
+    text = str(value)  # its size was checked (`stringifies`)
+    _check_text(4 * _utf8_len(text) // 3 + 4)
+    return base64.b64encode(text.encode()).decode()
 
 
 # Jinja's own filters that can't amplify their input, reach outside the sandbox, or vary
@@ -631,6 +851,23 @@ _JINJA_FILTERS_ALLOWED: Final = (
     "list", "lower", "map", "max", "min", "reject", "reverse", "round", "select", "sort",
     "string", "title", "trim", "truncate", "unique", "upper", "urlencode",
 )  # fmt: skip
+# Those that turn their input into text first.
+_STRINGIFYING_FILTERS: Final = frozenset(
+    {
+        "capitalize",
+        "lower",
+        "string",
+        "title",
+        "trim",
+        "truncate",
+        "upper",
+        "urlencode",
+        "replace",
+        "indent",
+        "b64encode",
+    }
+)
+_SORTING_FILTERS: Final = frozenset({"sort", "unique", "max", "min"})
 
 # Filters the tree rewrite (`_Meter`) inserts. pass_context keeps Jinja from running them
 # at compile time, where no budget is in place. Users can name them too: they only meter.
@@ -651,10 +888,14 @@ def _meter_loop(context: Context, iterable: Any) -> Iterator[Any]:
 
 @pass_context
 def _meter_emit(context: Context, value: Any) -> str:
-    """Every piece of output, captured blocks and macro bodies included."""
+    """Every piece of output, captured blocks and macro bodies included; sized before str()."""
+    state = _STATE.get()
+    if not isinstance(value, str):
+        room = MAX_PRODUCED_CHARS - (state.produced if state is not None else 0)
+        if _text_bound(value, room) > room:
+            raise _OverLimit(f"rendering produced more than {MAX_PRODUCED_CHARS} characters")
     text = str(value)
     _spend(text)
-    state = _STATE.get()
     if state is not None:
         state.produce(len(text))
     return text
@@ -662,11 +903,10 @@ def _meter_emit(context: Context, value: Any) -> str:
 
 @pass_context
 def _meter_concat(context: Context, parts: tuple[Any, ...]) -> str:
-    """`a ~ b`, capped before the join allocates."""
+    """`a ~ b`, capped before str() and the join allocate."""
+    _check_text(sum(_text_bound(part, MAX_CHARS) for part in parts))
     texts = [str(part) for part in parts]
     _spend(*texts)
-    if sum(map(len, texts)) > MAX_CHARS:
-        raise _over_limit()
     return "".join(texts)
 
 
@@ -694,13 +934,16 @@ def _build_environment() -> _SecretSandbox:
         auto_reload=False,
     )
     env.globals.clear()  # range, dict, lipsum, cycler, joiner, namespace
-    filters: dict[str, Callable[..., Any]] = {name: _metered(JINJA_FILTERS[name]) for name in _JINJA_FILTERS_ALLOWED}
+    filters: dict[str, Callable[..., Any]] = {
+        name: _metered(JINJA_FILTERS[name], stringifies=name in _STRINGIFYING_FILTERS, sorts=name in _SORTING_FILTERS)
+        for name in _JINJA_FILTERS_ALLOWED
+    }
     filters |= {
-        "replace": _metered(_filter_replace),
+        "replace": _metered(_filter_replace, stringifies=True),
         "join": _metered(_filter_join),
-        "indent": _metered(_filter_indent),
+        "indent": _metered(_filter_indent, stringifies=True),
         "tojson": _metered(_filter_tojson),
-        "b64encode": _metered(_filter_b64encode),
+        "b64encode": _metered(_filter_b64encode, stringifies=True),
         _LOOP_FILTER: _meter_loop,
         _EMIT_FILTER: _meter_emit,
         _CONCAT_FILTER: _meter_concat,
@@ -834,6 +1077,8 @@ def _compile(source: str) -> _Compiled | _Problem:
     except TemplateSyntaxError as exc:  # also unknown filters and tests (TemplateAssertionError)
         # Only the template's own text is involved here, never key material.
         return _Problem(TemplateError.SYNTAX, f"syntax error at line {exc.lineno}: {exc.message}")
+    except (RecursionError, MemoryError, SyntaxError):  # `[[[[…` or `x|f|f|f…` nested past the compilers' stacks
+        return _Problem(TemplateError.LIMIT, "the template is nested too deeply")
     return _Compiled(Template.from_code(_ENV, code, _ENV.make_globals(None)), names)
 
 
@@ -901,21 +1146,56 @@ def _render_one(source: object, variables: Mapping[str, Any]) -> tuple[str, _Pro
     return ("", problem) if problem is not None else ("".join(chunks), None)
 
 
+# What an exception means, for those whose own text may hold values computed from the key.
+# Checked in order (UnicodeError is a ValueError, ZeroDivisionError an ArithmeticError).
+_FAILURE_KINDS: Final[tuple[tuple[type[BaseException], str], ...]] = (
+    (ZeroDivisionError, "division by zero"),
+    (OverflowError, "a number out of range"),
+    (UnicodeError, "text that cannot be encoded or decoded"),
+    (TypeError, "a type error (an operation or filter got a value of the wrong type)"),
+    (ValueError, "an invalid value (a conversion or argument failed)"),
+    (LookupError, "a missing key or index"),
+    (AttributeError, "a missing attribute"),
+    (ArithmeticError, "an arithmetic error"),
+)
+_UNKNOWN_CALLABLE: Final = re.compile(r"No (filter|test) named ")
+
+
+def _unknown_callable(exc: TemplateRuntimeError) -> str | None:
+    """`No test named …`: the name may have been computed from the key, so quote it only if spelled out."""
+    message = exc.message or ""
+    found = _UNKNOWN_CALLABLE.match(message)
+    if found is None:
+        return None
+    kind = found.group(1)
+    state = _STATE.get()
+    names = state.static_names if state is not None else frozenset()
+    # Jinja writes f"No {kind} named {name!r}." and may append more; compare against the
+    # template's own names only, never parse the (possibly computed) name out of the text.
+    quoted = next((name for name in sorted(names) if message.startswith(f"No {kind} named {name!r}.")), None)
+    return f"unknown {kind} {quoted!r}" if quoted is not None else f"unknown {kind} (its name was computed)"
+
+
 def _describe_failure(exc: Exception) -> _Problem:
     line = _template_line(exc.__traceback__)
     at = f" at line {line}" if line is not None else ""
-    # Only messages we wrote, or Jinja's about names in the source, are shown; any other
-    # exception's text may hold a value computed from the key, so only its type is.
+    # Only messages we wrote, or Jinja's about names spelled out in the source, are shown; any
+    # other exception's text may hold a value computed from the key, so only its kind is.
     if isinstance(exc, _OverLimit):
         return _Problem(TemplateError.LIMIT, f"{exc.message}{at}")
-    if isinstance(exc, SecurityError):
+    if isinstance(exc, _Refused):
         return _Problem(TemplateError.REFUSED, f"refused by the sandbox{at}: {exc.message}")
+    if isinstance(exc, SecurityError):  # Jinja's own: its text may quote a value
+        return _Problem(TemplateError.REFUSED, f"refused by the sandbox{at}")
     if isinstance(exc, UndefinedError):
+        # Built by _SecretUndefined, which quotes only names the template spelled out.
         return _Problem(TemplateError.UNDEFINED, f"{exc.message}{at}")
     if isinstance(exc, TemplateRuntimeError):
-        return _Problem(TemplateError.EVALUATION, f"evaluation failed{at}: {exc.message}")
+        what = _unknown_callable(exc) or "a template runtime error"
+        return _Problem(TemplateError.EVALUATION, f"evaluation failed{at}: {what}")
     if isinstance(exc, RecursionError):
         return _Problem(TemplateError.LIMIT, f"recursion too deep{at}")
     if isinstance(exc, MemoryError):
         return _Problem(TemplateError.LIMIT, f"out of memory{at}")
-    return _Problem(TemplateError.EVALUATION, f"evaluation failed{at} ({type(exc).__name__})")
+    kind = next((text for cls, text in _FAILURE_KINDS if isinstance(exc, cls)), "an error")
+    return _Problem(TemplateError.EVALUATION, f"evaluation failed{at}: {kind} ({type(exc).__name__})")
