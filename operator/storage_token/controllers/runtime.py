@@ -8,6 +8,11 @@ so after a restart relists every object, a revocation or renewal that is
 already late runs before the check-ups of healthy objects. Timers live in one
 heap driven by one task, so thousands of idle tokens cost no CPU between their
 renewals.
+
+Workers are fenced by leadership: the gate is re-checked after a key is taken
+(a worker parked in `get()` may wake long after a step-down), and a step-down
+cancels the reconciles in flight. Either way the key goes back to the queue
+with its due time, for this replica's next term or for nobody.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from storage_token import metrics
 
@@ -28,6 +33,7 @@ log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
 
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # seconds, for reconciles that raised
+NOT_LEADING_PAUSE = 0.05  # seconds; only if the gate stays set while `is_leading()` says no
 
 
 class RetryLater(Exception):
@@ -35,12 +41,26 @@ class RetryLater(Exception):
     logged as one line rather than a traceback."""
 
 
+@runtime_checkable
+class Leadership(Protocol):
+    """What a leader-election gate offers beyond `asyncio.Event` (see `kube.leader.LeadingEvent`)."""
+
+    def is_leading(self) -> bool:
+        """True while this replica may act; also judges the renew deadline on our own clock."""
+        ...
+
+    def add_step_down_callback(self, callback: Callable[[], None]) -> None: ...
+
+
 class WorkQueue(Generic[K]):
-    def __init__(self) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time
+    ) -> None:
+        self.clock, self.wall_clock = clock, wall_clock
         # (due, sequence, key); an entry whose due no longer matches _queued[key] is stale and skipped.
         self._ready: asyncio.PriorityQueue[tuple[float, int, K]] = asyncio.PriorityQueue()
         self._queued: dict[K, float] = {}
-        self._processing: set[K] = set()
+        self._processing: dict[K, float] = {}  # key -> the due it was taken with (for put_back)
         self._dirty: dict[K, float] = {}
         self._timers: list[tuple[float, int, K]] = []
         self._due: dict[K, float] = {}
@@ -49,7 +69,7 @@ class WorkQueue(Generic[K]):
 
     def add(self, key: K, due: float | None = None) -> None:
         """Queue `key`; `due` (epoch seconds) is when its work became due, earlier runs first."""
-        due = time.time() if due is None else due
+        due = self.wall_clock() if due is None else due
         if key in self._processing:
             self._dirty[key] = min(due, self._dirty.get(key, due))
         elif due < self._queued.get(key, float("inf")):
@@ -79,44 +99,72 @@ class WorkQueue(Generic[K]):
             if self._queued.get(key) == due:
                 break
         del self._queued[key]
-        self._processing.add(key)
+        self._processing[key] = due
         return key
 
     def done(self, key: K) -> None:
-        self._processing.discard(key)
+        self._processing.pop(key, None)
         if key in self._dirty:
             self.add(key, self._dirty.pop(key))
+
+    def put_back(self, key: K) -> None:
+        """End processing without doing the work: the key is queued again with the due it was taken with."""
+        due = self._processing.pop(key, None)
+        dirty = self._dirty.pop(key, None)
+        dues = [d for d in (due, dirty) if d is not None]
+        self.add(key, min(dues) if dues else None)
 
     def __len__(self) -> int:
         return len(self._queued)
 
     async def run_timers(self) -> None:
         while True:
-            now = time.monotonic()
+            now = self.clock()
             while self._timers and self._timers[0][0] <= now:
                 when, _, key = heapq.heappop(self._timers)
                 if self._due.get(key) == when:
                     del self._due[key]
-                    self.add(key, time.time() - (now - when))
+                    self.add(key, self.wall_clock() - (now - when))
             self._timer_changed.clear()
             timeout = self._timers[0][0] - now if self._timers else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_changed.wait(), timeout)
 
 
-Reconcile = Callable[[K], Awaitable[datetime | None]]
+Reconcile = Callable[[K], Coroutine[Any, Any, datetime | None]]
 
 
 class Workers(Generic[K]):
-    """`count` tasks running `reconcile(key)`; the returned wall-clock time schedules the next run."""
+    """`count` tasks running `reconcile(key)`; the returned wall-clock time schedules the next run.
+
+    With a `gate`, work happens only while it is set, and `is_leading()` (default: the gate's own,
+    when it is a `Leadership`, else `gate.is_set`) is asked again after each key is taken. A gate
+    that is a `Leadership` also cancels the reconciles in flight when it steps down.
+    """
 
     def __init__(
-        self, name: str, queue: WorkQueue[K], reconcile: Reconcile[K], count: int, gate: asyncio.Event | None = None
+        self,
+        name: str,
+        queue: WorkQueue[K],
+        reconcile: Reconcile[K],
+        count: int,
+        gate: asyncio.Event | None = None,
+        is_leading: Callable[[], bool] | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.name, self.queue, self.reconcile, self.count = name, queue, reconcile, count
-        self.gate = gate  # when given, work only while it is set (leader election)
+        self.gate, self.now = gate, now
+        if is_leading is None:
+            if isinstance(gate, Leadership):
+                is_leading = gate.is_leading
+            elif gate is not None:
+                is_leading = gate.is_set
+        self.is_leading = is_leading
+        if isinstance(gate, Leadership):
+            gate.add_step_down_callback(self.cancel_running)
         self._failures: dict[K, int] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self._running: dict[K, asyncio.Task[datetime | None]] = {}
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work(), name=f"{self.name}-{i}") for i in range(self.count)]
@@ -127,32 +175,56 @@ class Workers(Generic[K]):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def cancel_running(self) -> None:
+        """Step-down: cancel every reconcile in flight; each key goes back to the queue."""
+        for task in self._running.values():
+            task.cancel()
+        if self._running:
+            log.warning("%s: cancelled %d reconciles in flight", self.name, len(self._running))
+
     async def _work(self) -> None:
         while True:
             if self.gate is not None:
                 await self.gate.wait()
             key = await self.queue.get()
-            try:
-                self.queue.reset_timer(key)
-                wakeup = await self.reconcile(key)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                failures = self._failures.get(key, 0) + 1
-                self._failures[key] = failures
-                delay = min(RETRY_MIN * 2 ** (failures - 1), RETRY_MAX)
-                message = "%s reconcile of %s failed (attempt %d); retrying in %.0fs"
-                if isinstance(error, RetryLater):
-                    log.warning(message + ": %s", self.name, key, failures, delay, error)
-                else:
-                    log.exception(message, self.name, key, failures, delay)
-                metrics.record_reconcile(self.name, "error")
-                self.queue.add_at(key, time.monotonic() + delay)
+            if self.is_leading is not None and not self.is_leading():
+                # Woken after a step-down: the key is not ours to work on now.
+                self.queue.put_back(key)
+                if self.gate is not None and self.gate.is_set():
+                    await asyncio.sleep(NOT_LEADING_PAUSE)  # a predicate that disagrees with the gate: don't spin
+                continue
+            await self._process(key)
+
+    async def _process(self, key: K) -> None:
+        self.queue.reset_timer(key)
+        task = asyncio.create_task(self.reconcile(key), name=f"{self.name}-reconcile")
+        self._running[key] = task
+        try:
+            wakeup = await task
+        except asyncio.CancelledError:
+            self.queue.put_back(key)
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this worker is being stopped
+            log.info("%s reconcile of %s cancelled (step-down); left queued", self.name, key)
+            return
+        except Exception as error:
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            delay = min(RETRY_MIN * 2 ** (failures - 1), RETRY_MAX)
+            message = "%s reconcile of %s failed (attempt %d); retrying in %.0fs"
+            if isinstance(error, RetryLater):
+                log.warning(message + ": %s", self.name, key, failures, delay, error)
             else:
-                self._failures.pop(key, None)
-                metrics.record_reconcile(self.name, "ok")
-                if wakeup is not None:
-                    delay = max((wakeup - datetime.now(UTC)).total_seconds(), 0.0)
-                    self.queue.add_at(key, time.monotonic() + delay)
-            finally:
-                self.queue.done(key)
+                log.exception(message, self.name, key, failures, delay)
+            metrics.record_reconcile(self.name, "error")
+            self.queue.add_at(key, self.queue.clock() + delay)
+        else:
+            self._failures.pop(key, None)
+            metrics.record_reconcile(self.name, "ok")
+            if wakeup is not None:
+                delay = max((wakeup - self.now()).total_seconds(), 0.0)
+                self.queue.add_at(key, self.queue.clock() + delay)
+        finally:
+            self._running.pop(key, None)
+        self.queue.done(key)
