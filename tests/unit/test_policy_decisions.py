@@ -14,8 +14,22 @@ from storage_token.policy.checks import decide
 from storage_token.policy.inputs import PolicyInput, ProviderState, SecretState
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+# Every limit wide open, so each case below narrows exactly the one it is about.
+OPEN_CEILING = Ceiling(
+    allowed_buckets=("*",),
+    max_duration=timedelta(days=1000),
+    min_duration=timedelta(0),
+    min_renewal_interval=timedelta(0),
+    max_revoke_grace_period=timedelta(days=7),
+)
 PROVIDER = ProviderSpec(
-    kind="StorageProvider", name="b2", namespace="team-a", type="b2", endpoint="http://x", credentials_secret="creds"
+    kind="StorageProvider",
+    name="b2",
+    namespace="team-a",
+    type="b2",
+    endpoint="http://x",
+    credentials_secret="creds",
+    ceiling=OPEN_CEILING,
 )
 SPEC = TokenSpec(
     provider_ref=ProviderRef("StorageProvider", "b2"),
@@ -108,7 +122,9 @@ BLOCKED = [
         "a bucket outside the ceiling is a policy violation naming the field",
         replace(
             HEALTHY,
-            provider=ProviderState(spec=replace(PROVIDER, ceiling=Ceiling(allowed_buckets=("team-b-*",))), ready=True),
+            provider=ProviderState(
+                spec=replace(PROVIDER, ceiling=replace(OPEN_CEILING, allowed_buckets=("team-b-*",))), ready=True
+            ),
         ),
         reasons.POLICY_VIOLATION,
         "spec.buckets: 'team-a-logs' not allowed",
@@ -117,7 +133,9 @@ BLOCKED = [
         "a permission outside the ceiling is a policy violation",
         replace(
             HEALTHY,
-            provider=ProviderState(spec=replace(PROVIDER, ceiling=Ceiling(allowed_permissions=("read",))), ready=True),
+            provider=ProviderState(
+                spec=replace(PROVIDER, ceiling=replace(OPEN_CEILING, allowed_permissions=("read",))), ready=True
+            ),
         ),
         reasons.POLICY_VIOLATION,
         "spec.permissions: list not allowed",
@@ -127,11 +145,78 @@ BLOCKED = [
         replace(
             HEALTHY,
             provider=ProviderState(
-                spec=replace(PROVIDER, ceiling=Ceiling(max_duration=timedelta(hours=1))), ready=True
+                spec=replace(PROVIDER, ceiling=replace(OPEN_CEILING, max_duration=timedelta(hours=1))), ready=True
             ),
         ),
         reasons.POLICY_VIOLATION,
         "spec.duration: 24h exceeds the provider's maximum 1h",
+    ),
+    (
+        "a provider with no allowedBuckets admits no token (fails closed)",
+        replace(HEALTHY, provider=ProviderState(spec=replace(PROVIDER, ceiling=Ceiling()), ready=True)),
+        reasons.POLICY_VIOLATION,
+        "policy.allowedBuckets is empty",
+    ),
+    (
+        "a bucket-less key needs allowedBuckets ['*'], not a glob that happens to match everything",
+        replace(
+            HEALTHY,
+            spec=replace(SPEC, buckets=()),
+            provider=ProviderState(
+                spec=replace(PROVIDER, ceiling=replace(OPEN_CEILING, allowed_buckets=("*-*",))), ready=True
+            ),
+        ),
+        reasons.POLICY_VIOLATION,
+        "spec.buckets: must name buckets",
+    ),
+    (
+        "a ceiling narrowed while the provider is NotReady is still a policy violation",
+        replace(
+            HEALTHY,
+            provider=ProviderState(
+                spec=replace(PROVIDER, ceiling=replace(OPEN_CEILING, allowed_buckets=("team-b-*",))),
+                ready=False,
+                problem_reason=reasons.PROVIDER_NOT_READY,
+                problem_message="b2 is not ready: 503",
+            ),
+        ),
+        reasons.POLICY_VIOLATION,
+        "spec.buckets: 'team-a-logs' not allowed",
+    ),
+    (
+        "the provider's own rules are checked while it is NotReady",
+        replace(
+            HEALTHY,
+            spec=replace(SPEC, prefixes=("a/", "b/")),
+            provider=ProviderState(spec=PROVIDER, ready=False, problem_reason=reasons.PROVIDER_NOT_READY),
+        ),
+        reasons.INVALID_SPEC,
+        "at most one prefix",
+    ),
+    (
+        "a provider that doesn't admit the namespace says so and shows none of its ceiling",
+        replace(
+            HEALTHY,
+            provider=ProviderState(
+                spec=replace(PROVIDER, ceiling=replace(OPEN_CEILING, allowed_buckets=("team-b-*",))),
+                problem_reason=reasons.NAMESPACE_NOT_ALLOWED,
+                problem_message="ClusterStorageProvider 'b2' does not admit namespace 'team-a'",
+            ),
+        ),
+        reasons.NAMESPACE_NOT_ALLOWED,
+        "does not admit",
+    ),
+    (
+        "a raw capability granting a permission outside the ceiling is a policy violation",
+        replace(
+            HEALTHY,
+            spec=replace(SPEC, permissions=("read",), raw_capabilities=("deleteFiles",)),
+            provider=ProviderState(
+                spec=replace(PROVIDER, ceiling=replace(OPEN_CEILING, allowed_permissions=("read", "list"))), ready=True
+            ),
+        ),
+        reasons.POLICY_VIOLATION,
+        "spec.rawCapabilities: deleteFiles grants delete",
     ),
     (
         "two prefixes on a b2 key break the provider's rules",
