@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from storage_token.model.durations import parse_duration
+from storage_token.naming import install_digest
+
+_ID = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_INSTALL_ID = re.compile(r"^[A-Za-z0-9._/-]*$")
 
 
 @dataclass(frozen=True)
 class Settings:
-    # Prefix of every key name this operator issues; keeps clusters sharing an account apart.
-    cluster_id: str = "default"
+    # Which cluster this is. Empty: derived at start-up from the cluster itself (kube-system's uid).
+    cluster_id: str = ""
+    # Which install within the cluster (the chart passes <release namespace>/<release name>).
+    # Empty: the operator namespace plus the watched namespaces.
+    install_id: str = ""
     # Where ClusterStorageProvider credentials Secrets are read from.
     operator_namespace: str = "storage-token-system"
     # Namespaces to watch; empty means cluster-wide.
@@ -37,9 +45,24 @@ class Settings:
     kubeconfig: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def effective_install_id(self) -> str:
+        if self.install_id:
+            return self.install_id
+        return "/".join((self.operator_namespace, *sorted(self.namespaces)))
+
+    @property
+    def install_digest(self) -> str:
+        """The identity in every key name this install issues (see `naming`)."""
+        if not self.cluster_id:
+            raise RuntimeError("the cluster id is resolved at start-up before any key is named")
+        return install_digest(self.cluster_id, self.effective_install_id)
+
     def __post_init__(self) -> None:
-        if not self.cluster_id or len(self.cluster_id) > 20:
-            raise ValueError("cluster id must be 1-20 characters")
+        if len(self.cluster_id) > 63 or not _ID.match(self.cluster_id):
+            raise ValueError("cluster id must be empty (derived from the cluster) or 1-63 of [A-Za-z0-9._-]")
+        if len(self.install_id) > 253 or not _INSTALL_ID.match(self.install_id):
+            raise ValueError("install id must be at most 253 of [A-Za-z0-9._/-]")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
         if self.log_format not in ("plain", "json"):

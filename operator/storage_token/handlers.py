@@ -8,6 +8,7 @@ the controllers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -39,6 +40,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # Replicas coordinate through a Lease (kube.leader), not kopf peering: see that module.
     settings.peering.standalone = True
     kube = Kube(load_api_client(ours.kubeconfig))
+    ours = await resolve_identity(kube, ours)
+    memo[SETTINGS_KEY] = ours
     elector = None
     if ours.leader_election_lease:
         identity = f"{socket.gethostname()}-{os.getpid()}"
@@ -49,6 +52,24 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if elector is not None:
         elector.on_start_leading = manager.resync
         memo["elector"] = asyncio.create_task(elector.run(), name="leader-election")
+
+
+async def resolve_identity(kube: Kube, settings: Settings) -> Settings:
+    """Without an explicit cluster id, the cluster names itself: kube-system's uid never changes."""
+    if not settings.cluster_id:
+        namespace = await kube.get_namespace("kube-system")
+        uid = ((namespace or {}).get("metadata") or {}).get("uid")
+        if not uid:
+            # Naming keys without an identity could collide with another install's: refuse to start.
+            raise kopf.PermanentError("cannot read namespace kube-system to derive the cluster id; set --cluster-id")
+        settings = dataclasses.replace(settings, cluster_id=uid)
+    log.info(
+        "install identity %s (cluster %s, install %s)",
+        settings.install_digest,
+        settings.cluster_id,
+        settings.effective_install_id,
+    )
+    return settings
 
 
 @kopf.on.cleanup()

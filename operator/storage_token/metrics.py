@@ -30,6 +30,11 @@ TOKEN_READY = Gauge(f"{NAMESPACE}_token_ready", "1 when the token's Secret holds
 PENDING_REVOCATIONS = Gauge(
     f"{NAMESPACE}_pending_revocations", "Replaced keys waiting to be revoked", ["namespace", "name"]
 )
+UNOWNED_KEYS = Gauge(
+    f"{NAMESPACE}_unowned_keys",
+    "Keys named by this install whose StorageToken no longer exists (retained, or finalizer removed by hand)",
+    ["provider"],
+)
 QUEUE_DEPTH = Gauge(f"{NAMESPACE}_work_queue_depth", "Objects waiting for a reconcile")
 
 
@@ -69,6 +74,10 @@ def forget_token(namespace: str, name: str) -> None:
     for gauge in (TOKEN_READY, TOKEN_EXPIRY, TOKEN_RENEWAL, PENDING_REVOCATIONS):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, name)
+
+
+def record_unowned_keys(provider: str, count: int) -> None:
+    UNOWNED_KEYS.labels(provider).set(count)
 
 
 def set_queue_depth(depth: int) -> None:

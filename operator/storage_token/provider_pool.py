@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from storage_token import metrics
@@ -32,19 +34,34 @@ class ProviderHandle:
     client: Provider
     limiter: TokenBucket
     credentials_version: str
+    credentials_digest: str = ""  # of the credential values: a metadata-only change keeps the client
+    _in_flight: int = field(default=0, repr=False)
+    _retired: bool = field(default=False, repr=False)
 
     async def call(self, operation: Callable[[Provider], Awaitable[T]], name: str = "call") -> T:
         """Run one provider operation under this account's rate limit, timed for the metrics."""
-        metrics.record_rate_limit_wait(self.spec.type, await self.limiter.acquire())
-        started = time.monotonic()
-        outcome = "ok"
+        self._in_flight += 1
         try:
-            return await operation(self.client)
-        except ProviderError as error:
-            outcome = error.kind
-            raise
+            metrics.record_rate_limit_wait(self.spec.type, await self.limiter.acquire())
+            started = time.monotonic()
+            outcome = "ok"
+            try:
+                return await operation(self.client)
+            except ProviderError as error:
+                outcome = error.kind
+                raise
+            finally:
+                metrics.record_provider_call(self.spec.type, name, outcome, time.monotonic() - started)
         finally:
-            metrics.record_provider_call(self.spec.type, name, outcome, time.monotonic() - started)
+            self._in_flight -= 1
+            if self._retired and not self._in_flight:
+                await self.client.aclose()
+
+    async def retire(self) -> None:
+        """Replaced by a newer client: close now if idle, else when the last call in flight ends."""
+        self._retired = True
+        if not self._in_flight:
+            await self.client.aclose()
 
 
 class ProviderPool:
@@ -81,6 +98,11 @@ class ProviderPool:
                 return handle
             data = decode_secret_data(secret)
             wanted = CREDENTIAL_KEYS[spec.type]
+            digest = hashlib.sha256(json.dumps([data.get(k, "") for k in wanted]).encode()).hexdigest()
+            if handle is not None and handle.spec == spec and handle.credentials_digest == digest:
+                # Only metadata changed (e.g. our finalizer on it): the client stays.
+                handle.credentials_version = version
+                return handle
             client = build_provider(
                 spec.type,
                 credentials={k: data.get(k, "") for k in wanted},
@@ -89,6 +111,7 @@ class ProviderPool:
                 project_id=spec.project_id,
                 s3_endpoint=spec.s3_endpoint,
                 timeout=self.timeout,
+                allow_insecure=spec.allow_insecure,
             )
             del data  # hold account credentials only inside the client
             limiter = (
@@ -97,8 +120,8 @@ class ProviderPool:
                 else TokenBucket(spec.requests_per_second, spec.burst)
             )
             if handle is not None:
-                await handle.client.aclose()
-            handle = ProviderHandle(spec, client, limiter, version)
+                await handle.retire()  # calls already running on it finish first
+            handle = ProviderHandle(spec, client, limiter, version, digest)
             self._handles[key] = handle
             return handle
 
@@ -111,7 +134,7 @@ class ProviderPool:
     async def forget(self, kind: str, namespace: str, name: str) -> None:
         handle = self._handles.pop((kind, namespace if kind == "StorageProvider" else "", name), None)
         if handle is not None:
-            await handle.client.aclose()
+            await handle.retire()
 
     async def aclose(self) -> None:
         for handle in self._handles.values():

@@ -18,7 +18,15 @@ def add_parser(subparsers: Any) -> None:
     env = os.environ.get
     parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="default: in-cluster, then ~/.kube/config")
     parser.add_argument(
-        "--cluster-id", default=env("STO_CLUSTER_ID", "default"), help="prefix of key names (1-20 chars)"
+        "--cluster-id",
+        default=env("STO_CLUSTER_ID", ""),
+        help="which cluster this is (part of every key name's install identity); default: kube-system's uid",
+    )
+    parser.add_argument(
+        "--install-id",
+        default=env("STO_INSTALL_ID", ""),
+        help="which install within the cluster (the chart passes <namespace>/<release>); "
+        "default: the operator namespace and the watched namespaces",
     )
     parser.add_argument(
         "--operator-namespace",
@@ -48,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings(
             cluster_id=args.cluster_id,
+            install_id=args.install_id,
             operator_namespace=args.operator_namespace,
             namespaces=tuple(args.namespace),
             workers=args.workers,
@@ -76,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
     memo[handlers.SETTINGS_KEY] = settings
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     logging.getLogger(__name__).info(
-        "starting: cluster id %s, %s", settings.cluster_id, ", ".join(settings.namespaces) or "cluster-wide"
+        "starting: cluster id %s, install %s, %s",
+        settings.cluster_id or "(from kube-system)",
+        settings.effective_install_id,
+        ", ".join(settings.namespaces) or "cluster-wide",
     )
     asyncio.run(
         kopf.operator(

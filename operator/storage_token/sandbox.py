@@ -18,12 +18,25 @@ from typing import Any
 
 import yaml
 
+from storage_token.config import Settings
 from storage_token.emulators.b2 import B2Emulator
 from storage_token.emulators.us3 import US3Emulator
 from storage_token.model.token import API_GROUP, API_VERSION
+from storage_token.naming import key_prefix
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"
+# Every bucket, short keys, frequent renewals, long grace periods and instant manual renewals:
+# what tests and the sandbox need of an emulator account (the CRD defaults are much tighter).
+EMULATOR_CEILING: dict[str, Any] = {
+    "allowedBuckets": ["*"],
+    "maxDuration": "24000h",
+    "minDuration": "1m",
+    "minRenewalInterval": "1s",
+    "maxRevokeGracePeriod": "168h",
+    "maxLiveKeys": 100,
+    "minManualRenewInterval": "0s",
+}
 US3_BUCKETS = {"demo-us3-data": "cn-bj2", "demo-us3-logs": "cn-bj2"}
 B2_BUCKETS = ["demo-b2-data", "demo-b2-logs", "demo-b2-backup"]
 
@@ -82,11 +95,15 @@ class Emulators:
         }
 
     def provider(self, kind: str, name: str, namespace: str | None, secret: str, **extra: Any) -> dict[str, Any]:
-        spec: dict[str, Any] = {"type": kind, "credentialsSecretRef": {"name": secret}}
+        # The emulators speak plain http on loopback: the provider says so explicitly.
+        spec: dict[str, Any] = {"type": kind, "credentialsSecretRef": {"name": secret}, "allowInsecure": True}
         if kind == "us3":
             spec.update(endpoint=self.us3.url, region="cn-bj2", s3Endpoint="http://s3-cn-bj2.example.invalid")
         else:
             spec.update(endpoint=self.b2.url)
+        # Ceilings fail closed; the emulators' throwaway accounts start wide open, and a caller's
+        # `policy` narrows only the fields it names.
+        extra = {**extra, "policy": {**EMULATOR_CEILING, **(extra.get("policy") or {})}}
         spec.update(extra)
         metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
         kind_name = "StorageProvider" if namespace else "ClusterStorageProvider"
@@ -101,10 +118,23 @@ class OperatorProcess:
     log_path: Path
     cluster_id: str = "sandbox"
     operator_namespace: str = "storage-token-system"
+    install_id: str = ""
     metrics_port: int = 0
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def key_prefix(self) -> str:
+        """What every key name this operator issues starts with (its install identity)."""
+        watched = tuple(arg.split("=", 1)[1] for arg in self.extra_args if arg.startswith("--namespace="))
+        settings = Settings(
+            cluster_id=self.cluster_id,
+            install_id=self.install_id,
+            operator_namespace=self.operator_namespace,
+            namespaces=watched,
+        )
+        return key_prefix(settings.install_digest)
 
     def start(self) -> OperatorProcess:
         env = dict(os.environ, **self.env)
@@ -116,6 +146,7 @@ class OperatorProcess:
             "run",
             f"--kubeconfig={self.kubeconfig}",
             f"--cluster-id={self.cluster_id}",
+            f"--install-id={self.install_id}",
             f"--operator-namespace={self.operator_namespace}",
             f"--metrics-port={self.metrics_port}",
             "--health-port=0",

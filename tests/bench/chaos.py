@@ -49,6 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (
+    OPERATOR_NAMESPACE,
     RESULTS,
     Environment,
     MachineLoad,
@@ -69,10 +70,13 @@ from benchlib import (
     write_json,
 )
 
-from storage_token.naming import cluster_prefix
+from storage_token.config import Settings
+from storage_token.naming import key_prefix
 
 NAMESPACE = "chaos"
 CLUSTER_ID = "chaos"
+# What the chaos operator names its keys with (its install identity: cluster id + operator namespace).
+PREFIX = key_prefix(Settings(cluster_id=CLUSTER_ID, operator_namespace=OPERATOR_NAMESPACE).install_digest)
 FAST_LIMIT = {"requestsPerSecond": 500, "burst": 500}
 SPECS = {
     "b2": {"permissions": ["read", "list"], "buckets": ["demo-b2-data"]},
@@ -209,7 +213,7 @@ def inject_faults(env: Environment, share: float) -> list[Any]:
 # -- the checks ---------------------------------------------------------------------------
 def check_state(env: Environment, tracker: Tracker, ledger: Ledger, names: list[str]) -> dict[str, Any]:
     """Invariants 1-3 on the current state."""
-    prefix = cluster_prefix(CLUSTER_ID)
+    prefix = PREFIX
     live_before = live_prefixed(env, prefix)
     time.sleep(1.0)  # let the watches deliver what was written before the snapshot
     tracks = tracker.snapshot()
@@ -324,7 +328,7 @@ def revocations(
         record = keys.get(key_id)
         if record is not None and record.deleted is not None and since <= record.deleted < until - 0.5:
             revoked_while_current.append({"token": name, "key": record.name, "deleted": iso(record.deleted)})
-    orphans = [r for r in keys.values() if r.key_id not in referenced and r.name.startswith(cluster_prefix(CLUSTER_ID))]
+    orphans = [r for r in keys.values() if r.key_id not in referenced and r.name.startswith(PREFIX)]
     orphan_fate = collections.Counter()
     orphan_age = []
     unrevoked = []

@@ -15,16 +15,16 @@ GROUP = "storagetoken.dev"
 NAMESPACED_RULES = {
     (GROUP, "storagetokens"): {"get", "list", "watch", "patch"},
     (GROUP, "storagetokens/status"): {"get", "patch"},
-    (GROUP, "storageproviders"): {"get", "list", "watch"},
+    (GROUP, "storageproviders"): {"get", "list", "watch", "patch"},
     (GROUP, "storageproviders/status"): {"get", "patch"},
-    ("", "secrets"): {"get", "list", "watch", "create", "update", "delete"},
+    ("", "secrets"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("", "events"): {"create"},
     ("apps", "deployments"): {"patch"},
     ("apps", "statefulsets"): {"patch"},
     ("apps", "daemonsets"): {"patch"},
 }
 CLUSTER_RULES = {
-    (GROUP, "clusterstorageproviders"): {"get", "list", "watch"},
+    (GROUP, "clusterstorageproviders"): {"get", "list", "watch", "patch"},
     (GROUP, "clusterstorageproviders/status"): {"get", "patch"},
     ("", "namespaces"): {"get"},
 }
@@ -98,7 +98,8 @@ def test_defaults_render_a_cluster_wide_standalone_operator(render: Render) -> N
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == FULLNAME
     values = env(objects)
-    assert values["STO_CLUSTER_ID"] == "default"
+    assert values["STO_CLUSTER_ID"] == ""  # derived from the cluster (kube-system's uid) at start-up
+    assert values["STO_INSTALL_ID"] == "sto-system/sto"  # <release namespace>/<release name>
     assert values["STO_OPERATOR_NAMESPACE"] == "sto-system"
     assert values["STO_WATCH_NAMESPACES"] == ""
     assert values["STO_LOG_FORMAT"] == "json"
@@ -205,7 +206,7 @@ def test_namespaced_mode_grants_per_namespace_roles_and_only_cluster_reads(rende
     # and events about cluster-scoped objects are posted there.
     credentials = one(objects, "Role", f"{FULLNAME}-credentials")
     assert credentials["metadata"]["namespace"] == "sto-system"
-    assert grants(credentials) == {("", "secrets"): {"get"}, ("", "events"): {"create"}}
+    assert grants(credentials) == {("", "secrets"): {"get", "patch"}, ("", "events"): {"create"}}
     assert not [r for r in of_kind(objects, "Role") if r["metadata"]["namespace"] == "default"]
     assert [b["metadata"]["name"] for b in of_kind(objects, "ClusterRoleBinding")] == [f"{FULLNAME}-cluster"]
 
@@ -351,9 +352,9 @@ def test_crds_come_from_the_chart_crds_directory_and_can_be_skipped(render: Rend
         pytest.param("replicas=-1", "/replicas", id="negative replicas"),
         pytest.param("logFormat=xml", "/logFormat", id="an unknown log format"),
         pytest.param("logLevel=CHATTY", "/logLevel", id="an unknown log level"),
-        pytest.param("clusterId=abcdefghijklmnopqrstu", "/clusterId", id="a cluster id over 20 characters"),
-        pytest.param("clusterId=", "/clusterId", id="an empty cluster id"),
-        pytest.param("clusterId=prod_eu", "/clusterId", id="a cluster id outside A-Za-z0-9-"),
+        pytest.param("clusterId=" + "a" * 64, "/clusterId", id="a cluster id over 63 characters"),
+        pytest.param("clusterId=-prod", "/clusterId", id="a cluster id starting with a dash"),
+        pytest.param("clusterId=prod eu", "/clusterId", id="a cluster id outside A-Za-z0-9._-"),
         pytest.param("watchNamespaces={Team-A}", "/watchNamespaces/0", id="a namespace that is no DNS label"),
         pytest.param("workers=0", "/workers", id="no workers"),
         pytest.param("image.pullPolicy=Sometimes", "/image/pullPolicy", id="an unknown pull policy"),

@@ -45,7 +45,7 @@ def key_id_in_secret(emulators: Emulators, kind: str, data: dict[str, str]) -> s
 
 
 def test_b2_token_issues_a_key_into_an_owned_secret(
-    api: client.ApiClient, namespace: str, emulators: Emulators
+    api: client.ApiClient, namespace: str, emulators: Emulators, operator: OperatorProcess
 ) -> None:
     apply_provider(api, emulators, "b2", namespace, "b2")
     create_token(
@@ -54,7 +54,7 @@ def test_b2_token_issues_a_key_into_an_owned_secret(
     token = wait_condition(api, namespace, "app", "True", "Issued")
     status = token["status"]
     assert status["revision"] == 1
-    assert status["keyName"].startswith(f"sto-e2e-{namespace}-app-")
+    assert status["keyName"].startswith(f"{operator.key_prefix}{namespace}-app-")
     assert status["keyId"] in live_key_ids(emulators, "b2")
     assert status["providerType"] == "b2"
     assert status["observedGeneration"] == token["metadata"]["generation"]

@@ -233,7 +233,7 @@ def test_the_cluster_wide_rbac_carries_a_token_through_issue_renewal_and_deletio
                 restartTargets=[{"kind": "Deployment", "name": "consumer"}],
             )
             first = wait_condition(api, namespace, "app", "True", "Issued")["status"]
-            assert first["keyName"].startswith(f"sto-rbac-{namespace}-app-")
+            assert first["keyName"].startswith(f"{process.key_prefix}{namespace}-app-")
             assert first["keyId"] in emulators.live_keys("b2")
             assert secret_data(api, namespace, "app")["accessKeyId"] == first["keyId"]
             wait_event(api, namespace, "app", "Issued")
@@ -353,7 +353,7 @@ def test_a_namespaced_install_reaches_only_its_namespace(
                 apply_provider(api, emulators, "b2", watched, "b2")
                 create_token(api, watched, "app", providerRef={"name": "b2"}, permissions=["read"])
                 issued = wait_condition(api, watched, "app", "True", "Issued")["status"]
-                assert issued["keyName"].startswith(f"sto-rbac-ns-{watched}-app-")
+                assert issued["keyName"].startswith(f"{process.key_prefix}{watched}-app-")
                 delete_token(api, watched, "app")
                 wait_for(lambda: gone(api, watched, "app"), 30, "the finalizer released")
                 assert issued["keyId"] not in emulators.live_keys("b2")

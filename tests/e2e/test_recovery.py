@@ -6,6 +6,7 @@ These tests run their own operator process and pause the session's one meanwhile
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from e2e_support import apply_provider, create_token, get_token, secret_data, wa
 from kubernetes import client
 
 from storage_token.devcluster.controlplane import ClusterAccess
-from storage_token.naming import cluster_prefix
+from storage_token.naming import install_digest, key_prefix, uid8
 from storage_token.providers.b2 import B2Provider
 from storage_token.providers.base import KeySpec
 from storage_token.sandbox import Emulators, OperatorProcess
@@ -61,7 +62,7 @@ def test_killed_during_a_create_the_intent_is_resolved_without_a_leaked_key(
     intent = wait_for(lambda: (get_token(api, namespace, "app").get("status") or {}).get("intent"), 30, "the intent")
     wait_for(lambda: slow.hits == 1, 30, "the create to reach the provider")
     own_operator.kill()
-    prefix = f"{cluster_prefix(CLUSTER_ID)}{namespace}-app-"
+    prefix = f"{own_operator.key_prefix}{namespace}-app-"
     wait_for(lambda: keys_named(emulators, prefix), 10, "the interrupted create to land at the provider")
     own_operator.start()
     token = wait_condition(api, namespace, "app", "True", "Issued")
@@ -86,7 +87,7 @@ def test_a_restart_rebuilds_schedules_without_reissuing_healthy_tokens(
     create_token(api, namespace, "four", providerRef={"name": "b2"}, permissions=["read"])
     wait_condition(api, namespace, "four", "True")
     for name, status in before.items():
-        live = keys_named(emulators, f"{cluster_prefix(CLUSTER_ID)}{namespace}-{name}-")
+        live = keys_named(emulators, f"{own_operator.key_prefix}{namespace}-{name}-")
         assert list(live) == [status["keyId"]], f"{name} was re-issued: {live}"
     for name, status in before.items():
         now = get_token(api, namespace, name)["status"]
@@ -112,26 +113,40 @@ def test_a_key_deleted_at_the_provider_is_reissued(
     assert secret_data(api, namespace, "app")["accessKeyId"] == second["keyId"]
 
 
-def test_the_sweep_revokes_orphans_of_this_cluster_only(
+def test_the_sweep_revokes_leftovers_of_this_install_only(
     api: client.ApiClient, namespace: str, emulators: Emulators, own_operator: OperatorProcess
 ) -> None:
     apply_provider(api, emulators, "b2", namespace, "b2")
     create_token(api, namespace, "app", providerRef={"name": "b2"}, permissions=["read"])
-    kept = wait_condition(api, namespace, "app", "True")["status"]["keyId"]
+    token = wait_condition(api, namespace, "app", "True")
+    kept = token["status"]["keyId"]
+    mine = own_operator.key_prefix
 
     async def make(name: str) -> str:
-        provider = B2Provider(*emulators.b2_account, endpoint=emulators.b2.url)
+        provider = B2Provider(*emulators.b2_account, endpoint=emulators.b2.url, allow_insecure=True)
         try:
             return (await provider.issue(KeySpec(name=name, permissions=("read",), duration_seconds=3600))).key_id
         finally:
             await provider.aclose()
 
-    orphan = asyncio.run(make(f"{cluster_prefix(CLUSTER_ID)}{namespace}-gone-deadbeef-r1"))
-    foreign = asyncio.run(make(f"{cluster_prefix('elsewhere')}{namespace}-app-deadbeef-r1"))
+    # A leftover of an interrupted issuance of this very token: nothing references it.
+    orphan = asyncio.run(make(f"{mine}{namespace}-app-{uid8(token['metadata']['uid'])}-r99"))
+    untouchable = {
+        "a key of a token that no longer exists (retained, or its finalizer removed by hand)": asyncio.run(
+            make(f"{mine}{namespace}-gone-deadbeef-r1")
+        ),
+        "a key of another install whose cluster id starts the same": asyncio.run(
+            make(f"{key_prefix(install_digest(CLUSTER_ID + '-eu-1', 'x'))}{namespace}-app-deadbeef-r1")
+        ),
+        "a human's key in the old naming scheme": asyncio.run(make(f"sto-{CLUSTER_ID}-{namespace}-app-deadbeef-r1")),
+        "a key with this install's prefix but not its shape": asyncio.run(make(f"{mine}handmade")),
+    }
     wait_for(lambda: orphan not in emulators.live_keys("b2"), 40, "the orphan to be revoked")
+    time.sleep(4)  # at least one more sweep
     live = emulators.live_keys("b2")
     assert kept in live, "a referenced key survives the sweep"
-    assert foreign in live, "another cluster's key is never touched"
+    for what, key_id in untouchable.items():
+        assert key_id in live, f"the sweep revoked {what}"
 
 
 def live_names(emulators: Emulators, kind: str, prefix: str) -> dict[str, str]:
@@ -160,7 +175,7 @@ def test_a_create_response_lost_after_the_key_was_made_leaves_exactly_the_record
     create_token(api, namespace, "app", providerRef={"name": kind}, permissions=["read"], buckets=buckets)
     status = wait_condition(api, namespace, "app", "True", "Issued")["status"]
     assert fault.hits == 1
-    live = live_names(emulators, kind, f"{cluster_prefix('e2e')}{namespace}-app-")
+    live = live_names(emulators, kind, f"{operator.key_prefix}{namespace}-app-")
     assert list(live) == [status["keyId"]], f"exactly the recorded key is live, got {live}"
 
 

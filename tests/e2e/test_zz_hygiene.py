@@ -66,7 +66,7 @@ def test_no_key_material_anywhere_but_in_secrets(
         leaked = [f"{n[:4]}…" for n in needles if n in text]
         assert not leaked, f"{len(leaked)} secret(s) found in {where}: {leaked}"
     # The haystack really holds what we think: the events name the issued keys.
-    assert "issued key sto-e2e-" in haystacks["objects except Secrets (events included)"]
+    assert f"issued key {operator.key_prefix}" in haystacks["objects except Secrets (events included)"]
     assert json.loads(haystacks["objects except Secrets (events included)"])["items"]
 
 

@@ -1,9 +1,8 @@
-"""The small parts scheduling rests on: key names, durations, the token bucket, the work queue."""
+"""The small parts scheduling rests on: durations, the token bucket, the work queue."""
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 
 import pytest
@@ -12,32 +11,7 @@ from hypothesis import strategies as st
 
 from storage_token.controllers.runtime import WorkQueue
 from storage_token.model.durations import format_duration, parse_duration
-from storage_token.naming import cluster_prefix, key_name
 from storage_token.ratelimit import TokenBucket
-
-B2_NAME = re.compile(r"^[A-Za-z0-9-]{1,100}$")
-
-
-@given(
-    cluster=st.text(min_size=1, max_size=20),
-    namespace=st.from_regex(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", fullmatch=True),
-    name=st.from_regex(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", fullmatch=True),
-    uid=st.uuids().map(str),
-    revision=st.integers(min_value=1, max_value=10**9),
-)
-def test_key_names_fit_b2_and_start_with_the_cluster_prefix(
-    cluster: str, namespace: str, name: str, uid: str, revision: int
-) -> None:
-    issued = key_name(cluster, namespace, name, uid, revision)
-    assert B2_NAME.match(issued)
-    assert issued.startswith(cluster_prefix(cluster))
-    assert issued.endswith(f"-r{revision}")
-
-
-def test_key_names_differ_per_revision_and_per_token() -> None:
-    names = {key_name("c", "ns", "t", "0f3c9a1e-1", r) for r in range(1, 50)}
-    assert len(names) == 49
-    assert key_name("c", "ns", "t", "aaaaaaaa", 1) != key_name("c", "ns", "t", "bbbbbbbb", 1)
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,12 @@ async def resolve_provider(
     if cluster:
         ns = await kube.get_namespace(namespace)
         labels = ((ns or {}).get("metadata") or {}).get("labels") or {}
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        return ProviderState(
+            spec=provider,
+            problem_reason=reasons.PROVIDER_DELETED,
+            problem_message=f"{ref.kind} {ref.name!r} is being deleted",
+        )
     refusal = namespace_admitted(provider, namespace, labels)
     if refusal:
         return ProviderState(spec=provider, problem_reason=reasons.NAMESPACE_NOT_ALLOWED, problem_message=refusal)

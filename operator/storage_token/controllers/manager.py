@@ -12,14 +12,16 @@ from kubernetes.client.rest import ApiException
 
 from storage_token import metrics
 from storage_token.config import Settings
+from storage_token.controllers.provider_release import ProviderRelease
 from storage_token.controllers.providers import ProviderController
-from storage_token.controllers.runtime import RetryLater, Workers, WorkQueue
-from storage_token.controllers.sweep import References, Sweeper
+from storage_token.controllers.runtime import Leadership, RetryLater, Workers, WorkQueue
+from storage_token.controllers.sweep import Sweeper
 from storage_token.controllers.tokens import TokenController
 from storage_token.kube.api import Conflict, Kube, NamespaceTerminating
 from storage_token.kube.events import EventRecorder
 from storage_token.model.provider import CLUSTER_KIND, ProviderSpec
 from storage_token.model.token import TokenStatus
+from storage_token.naming import parse_key_name
 from storage_token.provider_pool import ProviderPool
 from storage_token.providers.errors import ProviderError
 from storage_token.secret_writer import LABEL_TOKEN
@@ -48,6 +50,9 @@ class Manager:
         self.tokens = TokenController(kube, self.pool, self.events, settings)
         self.providers = ProviderController(kube, self.pool, self.events, settings)
         self.sweeper = Sweeper(settings)
+        self.providers.release = ProviderRelease(
+            kube, self.list_tokens, lambda: list(self.provider_cache.values()), settings.operator_namespace
+        )
         self.token_cache: dict[TokenKey, dict[str, Any]] = {}
         self._secret_of: dict[TokenKey, tuple[str, str]] = {}
         self._tokens_by_secret: dict[tuple[str, str], set[str]] = {}
@@ -63,6 +68,9 @@ class Manager:
             "providers", self.provider_queue, self._reconcile_provider, 2, gate=self.leading
         )
         self._sweep_task: asyncio.Task[None] | None = None
+        self._sweeping: asyncio.Task[None] | None = None  # the sweep in progress, cancelled on step-down
+        if isinstance(self.leading, Leadership):
+            self.leading.add_step_down_callback(self._cancel_sweep)
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -77,6 +85,7 @@ class Manager:
             self._sweep_task.cancel()
             await asyncio.gather(self._sweep_task, return_exceptions=True)
         await self.pool.aclose()
+        await self.tokens.renderer.aclose()
         self.kube.close()
 
     def resync(self) -> None:
@@ -105,6 +114,10 @@ class Manager:
             self.token_queue.forget(key)
             self._index_secret_name(key, None)
             metrics.forget_token(*key)
+            # A provider being deleted may have waited for this token's revocations.
+            for provider_key, provider in list(self.provider_cache.items()):
+                if provider["metadata"].get("deletionTimestamp"):
+                    self.provider_queue.add(provider_key)
             return
         self._index_secret_name(key, body)
         current = self.token_cache.get(key)
@@ -127,7 +140,10 @@ class Manager:
         previous = self.provider_cache.get(key)
         self._remember(self.provider_cache, key, body)
         # Status-only changes (our own writes) don't need a new credentials check.
-        if previous is None or previous["metadata"].get("generation") != meta.get("generation"):
+        deleting = bool(meta.get("deletionTimestamp")) and not (previous or {}).get("metadata", {}).get(
+            "deletionTimestamp"
+        )
+        if deleting or previous is None or previous["metadata"].get("generation") != meta.get("generation"):
             self.provider_queue.add(key)
             if previous is not None:
                 # A changed ceiling or endpoint applies to every token of this provider.
@@ -221,27 +237,55 @@ class Manager:
             return None
         except ApiException as error:
             raise RetryLater(f"API server answered {error.status} {error.reason}") from None
+        except Conflict:
+            return datetime.now(UTC) + CONFLICT_RETRY
         if changed:
             self._enqueue_tokens_of(key)
         return wakeup
 
     # -- sweep -----------------------------------------------------------------------------
+    def _is_leading(self) -> bool:
+        # The elector's gate also judges its renew deadline; a plain Event is only set or not.
+        return self.leading.is_leading() if isinstance(self.leading, Leadership) else self.leading.is_set()
+
+    def _cancel_sweep(self) -> None:
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+
     async def _sweep_forever(self) -> None:
         interval = self.settings.sweep_interval.total_seconds()
         while True:
             await asyncio.sleep(interval)
-            if not self.leading.is_set():
+            if not self._is_leading():
                 continue
             started = time.monotonic()
+            self._sweeping = asyncio.create_task(self.sweep_once(), name="sweep-once")
             try:
-                await self.sweep_once()
+                await self._sweeping
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the Manager is stopping
+                log.warning("sweep cancelled: stepped down")
             except Exception:
                 log.exception("sweep failed")
+            finally:
+                self._sweeping = None
             log.debug("sweep took %.2fs", time.monotonic() - started)
 
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        """Every StorageToken this install watches, read from the API server (the sweep's references)."""
+        if not self.settings.namespaces:
+            return await self.kube.list_objects("StorageToken")
+        tokens: list[dict[str, Any]] = []
+        for namespace in self.settings.namespaces:
+            tokens += await self.kube.list_objects("StorageToken", namespace)
+        return tokens
+
     async def sweep_once(self) -> None:
-        tokens = list(self.token_cache.values())
-        references = References.of(tokens)
+        # A failed listing (RBAC, API server down) raises: no listing, no sweep.
+        tokens = await self.list_tokens()
+        digest = self.settings.install_digest
         for body in list(self.provider_cache.values()):
             if not any(
                 c.get("type") == "Ready" and c.get("status") == "True"
@@ -254,14 +298,16 @@ class Manager:
             for token in tokens:
                 status = TokenStatus.parse(token.get("status"))
                 in_scope = spec.kind == CLUSTER_KIND or token["metadata"]["namespace"] == spec.namespace
-                if status.key_id and status.provider == provider_name and in_scope:
+                ours = parse_key_name(digest, status.key_name) is not None  # keys named before an upgrade aren't listed
+                if status.key_id and status.provider == provider_name and in_scope and ours:
                     mine[status.key_id] = (token["metadata"]["namespace"], token["metadata"]["name"])
             try:
                 handle = await self.pool.get(spec)
-                result = await self.sweeper.sweep(handle, references, set(mine))
+                result = await self.sweeper.sweep(handle, tokens, self.list_tokens, set(mine))
             except ProviderError as error:
                 log.warning("sweep of %s skipped: %s", provider_name, error)
                 continue
+            metrics.record_unowned_keys(provider_name, len(result.unowned))
             for key_id in result.missing:
                 self.tokens.missing_keys.add(key_id)
                 self.token_queue.add(mine[key_id])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from storage_token.config import Settings
+from storage_token.controllers.provider_release import ProviderRelease
 from storage_token.controllers.tokens import error_reason
 from storage_token.kube.api import Kube
 from storage_token.kube.events import EventRecorder
@@ -31,6 +32,7 @@ class ProviderController:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.kube, self.pool, self.events, self.settings, self.clock = kube, pool, events, settings, clock
+        self.release: ProviderRelease | None = None  # the Manager wires it (it knows the token listing)
 
     async def reconcile(self, body: dict[str, Any]) -> tuple[datetime | None, bool]:
         """Check the account; returns (next check, whether Ready changed)."""
@@ -38,6 +40,10 @@ class ProviderController:
         kind = body.get("kind") or "StorageProvider"
         now = self.clock()
         spec = ProviderSpec.parse(body, credentials_namespace=self.settings.operator_namespace)
+        if self.release is not None:
+            if meta.get("deletionTimestamp"):
+                return await self._deleting(body, spec, now), False
+            body = await self.release.protect(body, spec)
         status: dict[str, Any] = {"observedGeneration": meta.get("generation"), "lastChecked": format_time(now)}
         try:
             handle = await self.pool.get(spec)
@@ -49,6 +55,8 @@ class ProviderController:
         else:
             ready, reason = True, reasons.CREDENTIALS_VERIFIED
             message = f"credentials verified for account {account.account_id}"
+            if account.project_id:  # US3: the configured project, or the account default it resolved to
+                message += f" (project {account.project_id})"
             status["accountId"] = account.account_id
             status["s3Endpoint"] = spec.s3_endpoint or account.endpoint
         previous = condition((body.get("status") or {}).get("conditions"), "Ready")
@@ -68,3 +76,31 @@ class ProviderController:
             await self.events.record(body, kind, reason, message, warning=not ready)
         interval = self.settings.provider_recheck_interval
         return now + (interval if ready else min(interval, interval / 5)), changed
+
+    async def _deleting(self, body: dict[str, Any], spec: ProviderSpec, now: datetime) -> datetime | None:
+        """Being deleted: wait until no token needs this provider to revoke a key, then let it go."""
+        assert self.release is not None
+        needing = await self.release.release(body, spec)
+        if not needing:
+            return None
+        meta = body["metadata"]
+        shown = ", ".join(needing[:5]) + (f" and {len(needing) - 5} more" if len(needing) > 5 else "")
+        message = (
+            f"deletion waits until {len(needing)} StorageToken(s) revoked their keys through this provider: {shown}"
+        )
+        previous = condition((body.get("status") or {}).get("conditions"), "Ready")
+        if previous is None or previous.get("reason") != reasons.REVOKING_KEYS or previous.get("message") != message:
+            conditions = set_condition(
+                (body.get("status") or {}).get("conditions") or [],
+                "Ready",
+                False,
+                reasons.REVOKING_KEYS,
+                message,
+                now,
+                int(meta.get("generation") or 0),
+            )
+            namespace = None if spec.kind == CLUSTER_KIND else meta.get("namespace")
+            await self.kube.patch_status(spec.kind, namespace, meta["name"], {"status": {"conditions": conditions}})
+            await self.events.record(body, spec.kind, reasons.REVOKING_KEYS, message)
+        # Token deletions queue this provider again; look anyway in case an event was missed.
+        return now + timedelta(seconds=30)

@@ -1,10 +1,19 @@
-"""The orphan sweep: list this cluster's keys at each provider, revoke the ones nothing references,
-and notice current keys that vanished at the provider (so their tokens re-issue)."""
+"""The orphan sweep: list this install's keys at each provider, revoke the leftovers of interrupted
+issuances, and notice current keys that vanished at the provider (so their tokens re-issue).
+
+What the sweep may touch is narrow on purpose (design invariant 4):
+- only names `naming.parse_key_name` accepts for this install's digest (no other install, no human key);
+- only keys of a token that exists *now* (its uid is in the fresh listing): a key whose token is
+  gone was revoked by the token's finalizer, or retained by `deletionPolicy: Retain`, or had its
+  finalizer removed by hand; none of those is the sweep's to undo, so it is counted, not revoked;
+- references come from a fresh list of the API server, not from the watch cache, and are listed
+  again just before revoking, so a key recorded meanwhile is never revoked.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -12,8 +21,9 @@ from typing import Any
 from storage_token import metrics
 from storage_token.config import Settings
 from storage_token.model.token import TokenStatus
-from storage_token.naming import cluster_prefix
+from storage_token.naming import key_prefix, parse_key_name, uid8
 from storage_token.provider_pool import ProviderHandle
+from storage_token.providers.base import KeyInfo
 from storage_token.providers.errors import NotFoundError, ProviderError
 
 log = logging.getLogger(__name__)
@@ -23,6 +33,7 @@ log = logging.getLogger(__name__)
 class SweepResult:
     listed: int = 0
     revoked: list[str] = field(default_factory=list)  # key names
+    unowned: list[str] = field(default_factory=list)  # this install's keys whose token no longer exists
     missing: set[str] = field(default_factory=set)  # referenced current key ids not at the provider
 
 
@@ -31,13 +42,16 @@ class References:
     key_ids: frozenset[str]
     key_names: frozenset[str]  # intents and recorded names
     current_ids: frozenset[str]
+    token_uids: frozenset[str]  # uid8 of every token that exists
 
     @classmethod
     def of(cls, tokens: Iterable[dict[str, Any]]) -> References:
         ids: set[str] = set()
         names: set[str] = set()
         current: set[str] = set()
+        uids: set[str] = set()
         for token in tokens:
+            uids.add(uid8((token.get("metadata") or {}).get("uid") or ""))
             status = TokenStatus.parse(token.get("status"))
             if status.key_id:
                 ids.add(status.key_id)
@@ -49,7 +63,13 @@ class References:
             for pending in status.pending_revocations:
                 ids.add(pending.key_id)
                 names.add(pending.key_name)
-        return cls(frozenset(ids), frozenset(names), frozenset(current))
+        return cls(frozenset(ids), frozenset(names), frozenset(current), frozenset(uids))
+
+    def holds(self, key: KeyInfo) -> bool:
+        return key.key_id in self.key_ids or key.key_name in self.key_names
+
+
+ListTokens = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 
 class Sweeper:
@@ -57,21 +77,41 @@ class Sweeper:
         self.settings, self.clock = settings, clock
         self._first_seen: dict[str, datetime] = {}  # orphan key id -> first sweep that saw it
 
-    async def sweep(self, handle: ProviderHandle, references: References, issued_here: set[str]) -> SweepResult:
-        """`issued_here`: key ids this provider is responsible for among `references.current_ids`."""
+    async def sweep(
+        self, handle: ProviderHandle, tokens: list[dict[str, Any]], relist: ListTokens, issued_here: set[str]
+    ) -> SweepResult:
+        """`tokens`: a fresh listing from the API server (not the watch cache); `relist` lists again.
+
+        `issued_here`: current key ids (named by this install) this provider is responsible for.
+        """
         now = self.clock()
-        keys = await handle.call(lambda p: p.list_keys(cluster_prefix(self.settings.cluster_id)), "list")
+        digest = self.settings.install_digest
+        references = References.of(tokens)
+        keys = await handle.call(lambda p: p.list_keys(key_prefix(digest)), "list")
         result = SweepResult(listed=len(keys))
         present = {k.key_id for k in keys}
         result.missing = {key_id for key_id in issued_here if key_id not in present}
+        candidates: list[KeyInfo] = []
         for key in keys:
-            if key.key_id in references.key_ids or key.key_name in references.key_names:
+            parsed = parse_key_name(digest, key.key_name)
+            if parsed is None or references.holds(key):
                 self._first_seen.pop(key.key_id, None)
                 continue
+            if parsed.uid8 not in references.token_uids:
+                result.unowned.append(key.key_name)
+                continue
             seen = self._first_seen.setdefault(key.key_id, now)
-            # An issuance may still be recording this key: leave it alone until it is old enough.
-            age = now - (key.created_at or seen)
-            if age < self.settings.sweep_min_age:
+            # An issuance names its key in status before the create, so an in-flight key is referenced;
+            # the minimum age is a second guard against a provider whose listing runs ahead.
+            if now - (key.created_at or seen) < self.settings.sweep_min_age:
+                continue
+            candidates.append(key)
+        if candidates:
+            # The listing above may be seconds old: a key recorded meanwhile must not be revoked.
+            references = References.of(await relist())
+        for key in candidates:
+            if references.holds(key):
+                self._first_seen.pop(key.key_id, None)
                 continue
             try:
                 await handle.call(lambda p, orphan=key.key_id: p.revoke(orphan), "revoke")  # type: ignore[misc]
@@ -85,4 +125,6 @@ class Sweeper:
             result.revoked.append(key.key_name)
         if result.revoked:
             log.info("sweep revoked %d orphan key(s) at %s: %s", len(result.revoked), handle.spec.name, result.revoked)
+        if result.unowned:
+            log.debug("sweep left %d key(s) of deleted tokens at %s alone", len(result.unowned), handle.spec.name)
         return result

@@ -23,6 +23,7 @@ from storage_token.model.times import format_time, parse_time
 from storage_token.model.token import PendingRevocation, ProviderRef, TokenSpec, TokenStatus
 from storage_token.naming import key_name
 from storage_token.policy import reasons
+from storage_token.policy.ceiling import manual_renewal_allowed_at
 from storage_token.policy.checks import Verdict, decide
 from storage_token.policy.inputs import PolicyInput
 from storage_token.policy.schedule import backoff_delay, due_revocations, next_wakeup, renewal_time, revocation_due
@@ -37,7 +38,9 @@ from storage_token.providers.errors import (
     QuotaExceededError,
     RetryableError,
 )
-from storage_token.secret_render import KeyMaterial, TemplateError, render_secret_data, validate_template
+from storage_token.render_worker import BoundedRenderer, RenderWorkerError
+from storage_token.secret_checks import secret_problems
+from storage_token.secret_render import KeyMaterial, TemplateError
 from storage_token.secret_writer import (
     ANNOTATION_KEY_ID_HASH,
     ANNOTATION_REVISION,
@@ -51,7 +54,14 @@ from storage_token.secret_writer import (
 log = logging.getLogger(__name__)
 
 FINALIZER = "storagetoken.dev/revoke-keys"
+# Set on a token being deleted to let it go without revoking (the keys then expire on their own).
+ABANDON_ANNOTATION = "storagetoken.dev/abandon-keys"
 KIND = "StorageToken"
+DEFAULT_GRACE = timedelta(minutes=5)
+MIN_LIMITED_WAIT = timedelta(seconds=1)
+RENDER_RETRY = timedelta(
+    seconds=30
+)  # the render workers could not start  # a limited renewal is never re-checked in a tight loop
 RESTART_ANNOTATION = "storagetoken.dev/restartedAt"
 
 _ERROR_REASONS: tuple[tuple[type[ProviderError], str], ...] = (
@@ -63,22 +73,8 @@ _ERROR_REASONS: tuple[tuple[type[ProviderError], str], ...] = (
 )
 
 
-def rehearse_template(spec: TokenSpec) -> None:
-    """Render the Secret once with placeholder values, so a bad template fails before any key exists."""
-    validate_template(spec.secret.template)
-    placeholder = KeyMaterial(
-        provider="placeholder",
-        key_id="placeholder-key-id",
-        key_name="placeholder-key-name",
-        access_key_id="PLACEHOLDERACCESSKEY",
-        secret_access_key="placeholder-secret-access-key",
-        endpoint="https://s3.placeholder.invalid",
-        region="placeholder-1",
-        buckets=spec.buckets,
-        prefixes=spec.prefixes,
-        expires_at=datetime(2000, 1, 1, tzinfo=UTC),
-    )
-    render_secret_data(placeholder, spec.secret.template)
+def _where(meta: dict[str, Any]) -> tuple[str, str]:
+    return meta["namespace"], meta["name"]
 
 
 def error_reason(error: ProviderError) -> str:
@@ -101,8 +97,11 @@ class TokenController:
         events: EventRecorder,
         settings: Settings,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        renderer: BoundedRenderer | None = None,
     ) -> None:
         self.kube, self.pool, self.events, self.settings, self.clock = kube, pool, events, settings, clock
+        # Tenant templates render in bounded worker processes, never on the event loop.
+        self.renderer = renderer or BoundedRenderer()
         self.missing_keys: set[str] = set()  # key ids the sweep found gone at their provider
         self.provider_cache: ProviderCache = {}  # the Manager shares its watch cache
         # (namespace, Secret name) -> resourceVersion of our last write: its watch event needs no reconcile.
@@ -132,13 +131,18 @@ class TokenController:
             self.on_written(patched)
             token = patched
         now = self.clock()
+        status = TokenStatus.parse(token.get("status"))
         try:
             spec = TokenSpec.parse(token.get("spec") or {}, default_secret_name=meta["name"])
-            rehearse_template(spec)
+            await self._rehearse(spec)
         except (ValueError, TemplateError) as error:
+            # A broken spec blocks issuing, never revoking: queued keys still go when due.
             reason = reasons.TEMPLATE_ERROR if isinstance(error, TemplateError) else reasons.INVALID_SPEC
-            return await self._blocked(token, TokenStatus.parse(token.get("status")), Verdict(reason, str(error)), now)
-        status = TokenStatus.parse(token.get("status"))
+            blocked = await self._blocked(token, status, Verdict(reason, str(error)), now)
+            return await self._revoke_due(blocked.body or token, blocked)
+        except RenderWorkerError as error:  # our infrastructure, not the tenant's input: try again soon
+            log.warning("rendering for %s/%s unavailable: %s", *_where(meta), error)
+            return await self._revoke_due(token, Outcome(wakeup=now + RENDER_RETRY, body=token))
         key_live = False if status.key_id and status.key_id in self.missing_keys else None
         value, secret = await gather(self.kube, self.settings, token, spec, now, key_live, self.provider_cache)
         decision = decide(value)
@@ -152,9 +156,19 @@ class TokenController:
                 outcome = await self._failed(token, status, error, now, keep_intent=True)
             else:
                 outcome = await self._issue(token, value, handle, decision.issue, secret)
+        elif decision.backoff is not None and decision.backoff.reason in reasons.MINTING_LIMITS:
+            outcome = await self._limited(token, value, decision.backoff)
         else:
             outcome = await self._steady(token, value)
         return await self._revoke_due(outcome.body or token, outcome)
+
+    async def _rehearse(self, spec: TokenSpec) -> None:
+        """Build the whole Secret with placeholder keys, checked as the API server would check it,
+        so bad input fails before any key exists (the outcome is cached per template)."""
+        data = await self.renderer.rehearse(spec.secret.template, spec.buckets, spec.prefixes)
+        problem = secret_problems(data, spec.secret.labels, spec.secret.annotations)
+        if problem:
+            raise ValueError(f"spec.secret: {problem}")
 
     # -- issuing -----------------------------------------------------------------
     async def _issue(
@@ -175,11 +189,20 @@ class TokenController:
             # The create may have happened. If the Secret was already written with it (the crash came
             # between the Secret and the status), keep that key; otherwise US3 adopts the token found by
             # name and B2 deletes keys of that name (their secret is gone).
+            # The key was asked for the intent's spec; if the spec changed since, the recorded hash
+            # makes the next reconcile replace it (an adopted key nobody holds yet is revoked at once).
+            asked_for = status.intent.spec_hash or value.spec_hash
             try:
                 written_key = await self._key_in_secret(handle, secret, meta["uid"], name, revision)
                 if written_key is not None:
-                    return await self._record_issued(token, value, handle, written_key, revision, why)
+                    return await self._record_issued(token, value, handle, written_key, revision, why, asked_for)
                 issued = await handle.call(lambda p: p.recover(name), "recover")
+                if issued is not None and asked_for != value.spec_hash:
+                    stale = issued.key_id
+                    await handle.call(lambda p: p.revoke(stale), "revoke")
+                    log.info("revoked key %s: recovered for a spec that has changed since", name)
+                    issued, revision = None, revision + 1
+                    name = self._key_name(meta, revision)
             except ProviderError as error:
                 return await self._failed(token, status, error, value.now, keep_intent=True)
             if issued is not None:
@@ -187,10 +210,15 @@ class TokenController:
                     "adopted key %s for %s/%s after an interrupted issuance", name, meta["namespace"], meta["name"]
                 )
         else:
-            name = key_name(self.settings.cluster_id, meta["namespace"], meta["name"], meta["uid"], revision)
+            name = self._key_name(meta, revision)
         if issued is None:
             # Write-ahead: the name is in status before the provider is asked.
-            intent = {"keyName": name, "revision": revision, "since": format_time(value.now)}
+            intent = {
+                "keyName": name,
+                "revision": revision,
+                "since": format_time(value.now),
+                "specHash": value.spec_hash,
+            }
             conditions = set_condition(
                 (token.get("status") or {}).get("conditions") or [],
                 "Issuing",
@@ -224,11 +252,15 @@ class TokenController:
                 )
         material = KeyMaterial.from_issued(provider_type, issued)
         try:
-            data = render_secret_data(material, spec.secret.template)
-        except TemplateError as error:
-            await handle.call(lambda p: p.revoke(issued.key_id), "revoke")
-            written = await self._patch_status(token, {"intent": None})
-            return await self._blocked(written or token, status, Verdict(reasons.TEMPLATE_ERROR, str(error)), value.now)
+            data = await self.renderer.render(material, spec.secret.template)
+            problem = secret_problems(data, spec.secret.labels, spec.secret.annotations)
+        except (TemplateError, RenderWorkerError) as error:
+            problem = str(error)
+        if problem:
+            # Passed the rehearsal, failed on the real key: the key goes at once, and the next try
+            # waits with growing delays instead of minting a key per reconcile.
+            del material
+            return await self._render_failed(token, status, handle, issued, problem, value.now)
         expires = format_time(issued.not_after)
         body = build_secret(token, spec.secret, data, issued.key_id, revision, expires)
         del data, material
@@ -237,7 +269,51 @@ class TokenController:
         except Conflict:
             # Someone wrote the Secret meanwhile: keep the intent (the key is adopted/replaced next run).
             return Outcome(wakeup=value.now, body=token)
-        return await self._record_issued(token, value, handle, issued, revision, why)
+        return await self._record_issued(token, value, handle, issued, revision, why, value.spec_hash)
+
+    async def _render_failed(
+        self,
+        token: dict[str, Any],
+        status: TokenStatus,
+        handle: ProviderHandle,
+        issued: IssuedKey,
+        problem: str,
+        now: datetime,
+    ) -> Outcome:
+        meta = token["metadata"]
+        pending = list(TokenStatus.parse(token.get("status")).pending_revocations)
+        try:
+            await handle.call(lambda p: p.revoke(issued.key_id), "revoke")
+        except ProviderError:  # still revoked, by the queue, retried until the provider confirms
+            provider = f"{handle.spec.kind}/{handle.spec.name}"
+            pending.append(PendingRevocation(issued.key_id, issued.key_name, now, provider, issued.not_after))
+        attempts = status.failed_attempts + 1
+        retry_at = now + backoff_delay(attempts, meta["uid"])
+        generation = int(meta.get("generation") or 0)
+        message = f"{problem}; the new key was revoked; attempt {attempts + 1} at {format_time(retry_at)}"
+        conditions = set_condition(
+            (token.get("status") or {}).get("conditions") or [],
+            "Issuing",
+            False,
+            reasons.TEMPLATE_ERROR,
+            message,
+            now,
+            generation,
+        )
+        if not (status.key_id and status.not_after is not None and status.not_after > now):
+            conditions = set_condition(conditions, "Ready", False, reasons.TEMPLATE_ERROR, message, now, generation)
+        patch = {
+            "intent": None,
+            "conditions": conditions,
+            "failedAttempts": attempts,
+            "lastFailure": {"time": format_time(now), "reason": reasons.TEMPLATE_ERROR, "message": message},
+            "nextAttempt": format_time(retry_at),
+            "pendingRevocations": [p.to_status() for p in pending],
+            "observedGeneration": generation,
+        }
+        written = await self._patch_status(token, patch)
+        await self.events.record(token, KIND, reasons.TEMPLATE_ERROR, message, warning=True)
+        return Outcome(wakeup=next_wakeup(now, None, status.not_after, retry_at, pending), body=written or token)
 
     async def _key_in_secret(
         self, handle: ProviderHandle, secret: dict[str, Any] | None, uid: str, name: str, revision: int
@@ -262,7 +338,9 @@ class TokenController:
         issued: IssuedKey,
         revision: int,
         why: Verdict,
+        spec_hash: str,
     ) -> Outcome:
+        """`spec_hash`: the spec the key was asked for (a recovered key may predate a spec change)."""
         meta, status, spec, now = token["metadata"], value.status, value.spec, value.now
         provider_name = f"{spec.provider_ref.kind}/{spec.provider_ref.name}"
         pending = list(TokenStatus.parse(token.get("status")).pending_revocations)
@@ -303,7 +381,7 @@ class TokenController:
             "notAfter": format_time(issued.not_after),
             "renewalTime": format_time(renew_at),
             "revision": revision,
-            "specHash": value.spec_hash,
+            "specHash": spec_hash,
             "intent": None,
             "failedAttempts": 0,
             "lastFailure": None,
@@ -343,16 +421,21 @@ class TokenController:
         conditions = (token.get("status") or {}).get("conditions") or []
         conditions = set_condition(conditions, "Issuing", False, reason, str(error), now, generation)
         still_valid = status.not_after is not None and status.not_after > now and bool(status.key_id)
-        suffix = f"; the current key stays in the Secret until {format_time(status.not_after)}" if still_valid else ""
-        conditions = set_condition(
-            conditions,
-            "Ready",
-            False,
-            reason,
-            f"{error}; attempt {attempts + 1} at {format_time(retry_at)}{suffix}",
-            now,
-            generation,
-        )
+        retrying = f"{error}; attempt {attempts + 1} at {format_time(retry_at)}"
+        if still_valid:
+            # Like cert-manager: Ready says whether the Secret holds a valid key; Issuing says renewal fails.
+            conditions = set_condition(
+                conditions,
+                "Ready",
+                True,
+                reasons.ISSUED,
+                f"key {status.key_name} valid until {format_time(status.not_after)}; renewal failing ({reason}), "
+                f"next attempt at {format_time(retry_at)}; the current key stays in the Secret until it expires",
+                now,
+                generation,
+            )
+        else:
+            conditions = set_condition(conditions, "Ready", False, reason, retrying, now, generation)
         patch: dict[str, Any] = {
             "conditions": conditions,
             "failedAttempts": attempts,
@@ -369,28 +452,30 @@ class TokenController:
         return Outcome(wakeup=wakeup, body=written or token)
 
     async def _blocked(self, token: dict[str, Any], status: TokenStatus, why: Verdict, now: datetime) -> Outcome:
+        """No key may be issued now. Losing admission queues the current key for revocation; an
+        unresolved intent is resolved (its key revoked) rather than left live and unreferenced."""
         meta = token["metadata"]
         generation = int(meta.get("generation") or 0)
         patch: dict[str, Any] = {}
         pending = list(status.pending_revocations)
-        if why.reason == reasons.POLICY_VIOLATION and status.key_id:
-            # The ceiling narrowed under an issued key: say so, then revoke it after the grace period.
+        if status.intent is not None:
+            leftover = await self._resolve_abandoned_intent(token, status, now)
+            if leftover is not None:
+                pending += leftover
+                patch["intent"] = None
+        if why.reason in reasons.REVOKE_CURRENT_KEY and status.key_id:
+            # The token may no longer hold this key (ceiling narrowed, namespace offboarded, provider
+            # deleted, spec broken): say so, then revoke it after the grace period.
             due = revocation_due(self._grace(token), now, status.not_after)
             pending.append(
                 PendingRevocation(
                     status.key_id, status.key_name, due, provider=status.provider, not_after=status.not_after
                 )
             )
-            patch.update(
-                pendingRevocations=[p.to_status() for p in pending],
-                keyId=None,
-                keyName=None,
-                notAfter=None,
-                renewalTime=None,
-                issuedAt=None,
-                specHash=None,
-            )
+            patch.update(keyId=None, keyName=None, notAfter=None, renewalTime=None, issuedAt=None, specHash=None)
             why = Verdict(why.reason, f"{why.message}; key {status.key_name} is revoked at {format_time(due)}")
+        if pending != list(status.pending_revocations):
+            patch["pendingRevocations"] = [p.to_status() for p in pending]
         previous = condition((token.get("status") or {}).get("conditions"), "Ready")
         changed = previous is None or previous.get("reason") != why.reason or previous.get("message") != why.message
         written = None
@@ -412,12 +497,32 @@ class TokenController:
         retry = now + backoff_delay(max(status.failed_attempts, 4), meta["uid"])
         return Outcome(wakeup=next_wakeup(now, None, None, retry, pending), body=written or token)
 
+    async def _resolve_abandoned_intent(
+        self, token: dict[str, Any], status: TokenStatus, now: datetime
+    ) -> list[PendingRevocation] | None:
+        """While blocked, an intent's key (if the create happened) is queued for revocation now.
+
+        None when the provider can't be asked (the intent stays, and is retried)."""
+        assert status.intent is not None
+        name = status.intent.key_name
+        try:
+            handle = await self._handle_for(token, status.provider)
+            if handle is None:
+                return None
+            found = await handle.call(lambda p: p.recover(name), "recover")
+        except (ProviderError, ValueError):
+            return None
+        if found is None:  # nothing was created, or B2 already deleted it by name
+            return []
+        provider = f"{handle.spec.kind}/{handle.spec.name}"
+        return [PendingRevocation(found.key_id, found.key_name, now, provider=provider, not_after=found.not_after)]
+
     @staticmethod
     def _grace(token: dict[str, Any]) -> timedelta:
         try:
             return TokenSpec.parse(token.get("spec") or {}, default_secret_name="").revoke_grace_period
         except ValueError:
-            return timedelta(0)
+            return DEFAULT_GRACE  # a spec too broken to read its grace gets the documented default
 
     async def _steady(self, token: dict[str, Any], value: PolicyInput) -> Outcome:
         """Nothing to issue: keep renewalTime in step with the spec and Ready honest."""
@@ -455,6 +560,33 @@ class TokenController:
             wakeup=next_wakeup(now, renew_at, status.not_after, None, status.pending_revocations), body=written or token
         )
 
+    async def _limited(self, token: dict[str, Any], value: PolicyInput, why: Verdict) -> Outcome:
+        """A renewal the provider's minting limits hold back: the current key stays; Issuing says why."""
+        status, now = value.status, value.now
+        assert value.provider.spec is not None
+        ceiling = value.provider.spec.ceiling
+        if why.reason == reasons.RENEWAL_RATE_LIMITED:
+            retry = manual_renewal_allowed_at(status.issued_at, ceiling) or now
+        else:  # too many live keys: the next revocation makes room
+            retry = min((p.due_at for p in status.pending_revocations), default=now + ceiling.min_renewal_interval)
+        if status.not_after is not None:
+            retry = min(retry, status.not_after)  # an expired key is replaced whatever the limits
+        issuing = condition((token.get("status") or {}).get("conditions"), "Issuing")
+        written = None
+        if issuing is None or issuing.get("reason") != why.reason or issuing.get("message") != why.message:
+            conditions = set_condition(
+                (token.get("status") or {}).get("conditions") or [],
+                "Issuing",
+                False,
+                why.reason,
+                why.message,
+                now,
+                value.generation,
+            )
+            written = await self._patch_status(token, {"conditions": conditions})
+            await self.events.record(token, KIND, why.reason, why.message, warning=True)
+        return Outcome(wakeup=max(retry, now + MIN_LIMITED_WAIT), body=written or token)
+
     # -- revoking ----------------------------------------------------------------
     async def _revoke_due(self, token: dict[str, Any], outcome: Outcome) -> Outcome:
         status = TokenStatus.parse(token.get("status"))
@@ -476,8 +608,9 @@ class TokenController:
                     due_at=now + backoff_delay(attempts, entry.key_id),
                 )
             )
-        if not status.key_id:
-            revoked = {entry.key_id for entry in due} - {entry.key_id for entry in remaining}
+        revoked = {entry.key_id for entry in due} - {entry.key_id for entry in remaining}
+        if revoked:
+            # Only deletes the Secret if it holds one of these keys (e.g. an abandoned intent's).
             await self._delete_dead_secret(token, revoked)
         written = await self._patch_status(token, {"pendingRevocations": [p.to_status() for p in remaining]})
         wakeup = outcome.wakeup
@@ -490,10 +623,12 @@ class TokenController:
         try:
             handle = await self._handle_for(token, entry.provider)
             if handle is None:
-                return f"provider {entry.provider or 'of this token'} not found; the key expires on its own"
+                return f"provider {entry.provider or 'of this token'} not found; retrying until it is back"
             await handle.call(lambda p: p.revoke(entry.key_id), "revoke")
         except NotFoundError:
-            pass
+            pass  # the provider says the key is gone: that is the confirmation we wait for
+        except ValueError as error:  # no provider recorded and a spec too broken to name one
+            return str(error)
         except ProviderError as error:
             metrics.record_revocation("failure")
             await self.events.record(
@@ -521,35 +656,98 @@ class TokenController:
 
     # -- deletion ------------------------------------------------------------------
     async def finalize(self, token: dict[str, Any]) -> Outcome:
-        """Revoke what this token issued (current key unless Retain, queued keys, an unresolved intent)."""
+        """Revoke what this token issued (current key unless Retain, queued keys, an unresolved intent).
+
+        The finalizer goes only when the provider confirmed every revocation (success, or its own
+        "no such key"): a missing provider, missing credentials or any error keeps it, says why in
+        status, and retries. `storagetoken.dev/abandon-keys: "true"` is the explicit way out.
+        """
         meta = token["metadata"]
         if FINALIZER not in (meta.get("finalizers") or ()):
             return Outcome()
         status = TokenStatus.parse(token.get("status"))
+        now = self.clock()
+        if (meta.get("annotations") or {}).get(ABANDON_ANNOTATION) == "true":
+            log.warning("releasing %s/%s without revoking its keys (%s)", *_where(meta), ABANDON_ANNOTATION)
+            await self.events.record(token, KIND, "KeysAbandoned", "deleted without revoking its keys", warning=True)
+            return await self._release(token, "abandoned")
         retain = (token.get("spec") or {}).get("deletionPolicy") == "Retain"
         failures: list[str] = []
+        remaining: list[PendingRevocation] = []
+        current_revoked = False
         entries = list(status.pending_revocations)
         if status.key_id and not retain:
-            entries.append(PendingRevocation(status.key_id, status.key_name, self.clock(), provider=status.provider))
+            entries.append(PendingRevocation(status.key_id, status.key_name, now, provider=status.provider))
         for entry in entries:
             error = await self._revoke(token, entry)
-            if error is not None and "not found" not in error:
-                failures.append(error)
-        if status.intent is not None and not failures:
+            if error is not None:
+                failures.append(f"key {entry.key_name}: {error}")
+                remaining.append(entry)
+            elif entry.key_id == status.key_id:
+                current_revoked = True
+        intent_open = status.intent is not None
+        if status.intent is not None:
+            name = status.intent.key_name
             try:
                 handle = await self._handle_for(token, status.provider)
-                if handle is not None:
-                    name = status.intent.key_name
+                if handle is None:
+                    failures.append(f"intent {name}: provider not found")
+                else:
                     adopted = await handle.call(lambda p: p.recover(name), "recover")
                     if adopted is not None and not retain:
                         key_id = adopted.key_id
                         await handle.call(lambda p: p.revoke(key_id), "revoke")
-            except ProviderError as error:
-                failures.append(str(error))
+                    intent_open = False
+            except NotFoundError:
+                intent_open = False
+            except (ProviderError, ValueError) as error:
+                failures.append(f"intent {name}: {error}")
         if failures:
+            queued = [p for p in remaining if p in status.pending_revocations]
+            await self._report_waiting(token, failures, queued, current_revoked, intent_open, now)
             # Keep the finalizer: the keys must not outlive the token unnoticed. Try again later.
-            retry = self.clock() + backoff_delay(status.failed_attempts + 2, meta["uid"])
+            retry = now + backoff_delay(min(len(failures) + 3, 8), meta["uid"])
             return Outcome(wakeup=retry)
+        return await self._release(token, "retained" if retain else "revoked")
+
+    async def _report_waiting(
+        self,
+        token: dict[str, Any],
+        failures: list[str],
+        queued: list[PendingRevocation],
+        current_revoked: bool,
+        intent_open: bool,
+        now: datetime,
+    ) -> None:
+        """Say in status what deletion waits for: the revocations still unconfirmed, and how to give up."""
+        meta = token["metadata"]
+        message = (
+            f"deletion waits for the provider to confirm {len(failures)} revocation(s): {'; '.join(failures)}"[:900]
+            + f". To delete without revoking, annotate {ABANDON_ANNOTATION}=true"
+        )
+        previous = condition((token.get("status") or {}).get("conditions"), "Ready")
+        if previous is not None and previous.get("message") == message:
+            return
+        conditions = set_condition(
+            (token.get("status") or {}).get("conditions") or [],
+            "Ready",
+            False,
+            reasons.REVOKING_KEYS,
+            message,
+            now,
+            int(meta.get("generation") or 0),
+        )
+        patch: dict[str, Any] = {"conditions": conditions, "pendingRevocations": [p.to_status() for p in queued]}
+        if current_revoked:
+            patch.update(keyId=None, keyName=None)
+        if not intent_open:
+            patch["intent"] = None
+        await self._patch_status(token, patch)
+        log.warning("deleting %s/%s waits: %s", meta["namespace"], meta["name"], message)
+        await self.events.record(token, KIND, reasons.REVOKING_KEYS, message, warning=True)
+
+    async def _release(self, token: dict[str, Any], what: str) -> Outcome:
+        meta = token["metadata"]
         finalizers = [f for f in meta.get("finalizers") or () if f != FINALIZER]
         await self.kube.patch_object(
             KIND,
@@ -557,14 +755,20 @@ class TokenController:
             meta["name"],
             {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}},
         )
-        log.info("released %s/%s (keys %s)", meta["namespace"], meta["name"], "retained" if retain else "revoked")
+        log.info("released %s/%s (keys %s)", meta["namespace"], meta["name"], what)
         return Outcome()
+
+    def _key_name(self, meta: dict[str, Any], revision: int) -> str:
+        return key_name(self.settings.install_digest, meta["namespace"], meta["name"], meta["uid"], revision)
 
     # -- small steps ------------------------------------------------------------------
     async def _patch_status(self, token: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any] | None:
         meta = token["metadata"]
+        # Conditional on the version this reconcile read: a stale writer (an old leader, a lagging cache)
+        # gets a Conflict instead of silently overwriting newer status.
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch}
         try:
-            written = await self.kube.patch_status(KIND, meta["namespace"], meta["name"], {"status": patch})
+            written = await self.kube.patch_status(KIND, meta["namespace"], meta["name"], body)
         except Conflict:
             return None
         if written is not None:

@@ -97,8 +97,13 @@ class Kube:
             )
         return await self._raw(self._custom.get_cluster_custom_object, API_GROUP, API_VERSION, PLURALS[kind], name)
 
-    async def list_objects(self, kind: str) -> list[Body]:
-        result = await self._raw(self._custom.list_cluster_custom_object, API_GROUP, API_VERSION, PLURALS[kind])
+    async def list_objects(self, kind: str, namespace: str | None = None) -> list[Body]:
+        if namespace:
+            result = await self._raw(
+                self._custom.list_namespaced_custom_object, API_GROUP, API_VERSION, namespace, PLURALS[kind]
+            )
+        else:
+            result = await self._raw(self._custom.list_cluster_custom_object, API_GROUP, API_VERSION, PLURALS[kind])
         return list((result or {}).get("items") or [])
 
     async def patch_status(self, kind: str, namespace: str | None, name: str, patch: Body) -> Body | None:
@@ -116,7 +121,11 @@ class Kube:
             self._custom.patch_cluster_custom_object_status, API_GROUP, API_VERSION, PLURALS[kind], name, patch
         )
 
-    async def patch_object(self, kind: str, namespace: str, name: str, patch: Body) -> Body | None:
+    async def patch_object(self, kind: str, namespace: str | None, name: str, patch: Body) -> Body | None:
+        if not namespace:
+            return await self._write(
+                self._custom.patch_cluster_custom_object, API_GROUP, API_VERSION, PLURALS[kind], name, patch
+            )
         return await self._write(
             self._custom.patch_namespaced_custom_object, API_GROUP, API_VERSION, namespace, PLURALS[kind], name, patch
         )
@@ -127,6 +136,24 @@ class Kube:
 
     async def create_secret(self, namespace: str, body: Body) -> Body | None:
         return await self._write(self._core.create_namespaced_secret, namespace, body)
+
+    async def set_secret_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str
+    ) -> Body | None:
+        """Replace a Secret's finalizers, if it is still at `resource_version` (Conflict if not).
+
+        A JSON patch: a strategic merge patch would merge the list (finalizers have the merge
+        strategy) and could never remove one. The data is never touched."""
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
+        ]
+        try:
+            return await self._write(self._core.patch_namespaced_secret, name, namespace, patch)
+        except ApiException as error:
+            if error.status == 422:  # the test op failed: the Secret changed since it was read
+                raise Conflict("the Secret changed since it was read") from None
+            raise
 
     async def replace_secret(self, namespace: str, name: str, body: Body) -> Body | None:
         """Replace the whole object; `body` carries the resourceVersion it was read at."""

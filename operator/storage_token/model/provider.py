@@ -14,27 +14,74 @@ CLUSTER_KIND = "ClusterStorageProvider"
 DEFAULT_ENDPOINTS = {"us3": "https://api.ucloud.cn", "b2": "https://api.backblazeb2.com"}
 
 
+# What a provider without the field allows. Each default fails closed: a provider that says
+# nothing gets short keys, rare renewals and few live keys, never "anything". The CRD
+# (crds/*storageproviders.yaml) carries the same values as schema defaults; a unit test holds
+# them together.
+DEFAULT_MAX_DURATION = timedelta(days=30)
+DEFAULT_MIN_DURATION = timedelta(minutes=15)
+DEFAULT_MIN_RENEWAL_INTERVAL = timedelta(minutes=5)
+DEFAULT_MAX_REVOKE_GRACE_PERIOD = timedelta(hours=24)
+DEFAULT_MAX_LIVE_KEYS = 5
+DEFAULT_MIN_MANUAL_RENEW_INTERVAL = timedelta(minutes=1)
+ALL_BUCKETS = "*"  # the one allowedBuckets entry that also admits bucket-less (account-wide) keys
+
+
 @dataclass(frozen=True)
 class Ceiling:
-    """The most a token of this provider may ask for; empty tuples allow everything of that kind."""
+    """The most a token of this provider may ask for. Fails closed: no allowedBuckets admits no token.
+
+    allowed_buckets: bucket globs; empty admits nothing, ["*"] every bucket and bucket-less keys.
+    allowed_prefixes: prefix globs with path boundaries (see policy/ceiling.py); empty: any prefix.
+    allowed_permissions: portable permissions and provider extras; empty: all the provider knows.
+    allowed_raw_capabilities: B2 capabilities with no portable equivalent (account-wide reads,
+    object-lock writes); empty: none of them.
+    """
 
     allowed_buckets: tuple[str, ...] = ()
     allowed_prefixes: tuple[str, ...] = ()
     allowed_permissions: tuple[str, ...] = ()
-    max_duration: timedelta | None = None
+    allowed_raw_capabilities: tuple[str, ...] = ()
+    max_duration: timedelta = DEFAULT_MAX_DURATION
+    min_duration: timedelta = DEFAULT_MIN_DURATION
+    min_renewal_interval: timedelta = DEFAULT_MIN_RENEWAL_INTERVAL
+    max_revoke_grace_period: timedelta = DEFAULT_MAX_REVOKE_GRACE_PERIOD
+    max_live_keys: int = DEFAULT_MAX_LIVE_KEYS
+    min_manual_renew_interval: timedelta = DEFAULT_MIN_MANUAL_RENEW_INTERVAL
     required_allow_ips: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | None) -> Ceiling:
+        """Parse `spec.policy`; a value the schema should have refused raises ValueError naming it."""
         raw = raw or {}
-        max_duration = raw.get("maxDuration")
+
+        def duration(name: str, default: timedelta) -> timedelta:
+            value = raw.get(name)
+            if value is None or value == "":
+                return default
+            try:
+                return parse_duration(str(value))
+            except ValueError as error:
+                raise ValueError(f"spec.policy.{name}: {error}") from None
+
+        live_keys = raw.get("maxLiveKeys")
         return cls(
             allowed_buckets=tuple(raw.get("allowedBuckets") or ()),
             allowed_prefixes=tuple(raw.get("allowedPrefixes") or ()),
             allowed_permissions=tuple(raw.get("allowedPermissions") or ()),
-            max_duration=parse_duration(max_duration) if max_duration else None,
+            allowed_raw_capabilities=tuple(raw.get("allowedRawCapabilities") or ()),
+            max_duration=duration("maxDuration", DEFAULT_MAX_DURATION),
+            min_duration=duration("minDuration", DEFAULT_MIN_DURATION),
+            min_renewal_interval=duration("minRenewalInterval", DEFAULT_MIN_RENEWAL_INTERVAL),
+            max_revoke_grace_period=duration("maxRevokeGracePeriod", DEFAULT_MAX_REVOKE_GRACE_PERIOD),
+            max_live_keys=int(live_keys) if live_keys is not None else DEFAULT_MAX_LIVE_KEYS,
+            min_manual_renew_interval=duration("minManualRenewInterval", DEFAULT_MIN_MANUAL_RENEW_INTERVAL),
             required_allow_ips=tuple(raw.get("requiredAllowIPs") or ()),
         )
+
+    @property
+    def allows_every_bucket(self) -> bool:
+        return ALL_BUCKETS in self.allowed_buckets
 
 
 @dataclass(frozen=True)
@@ -58,6 +105,7 @@ class ProviderSpec:
     region: str = ""
     project_id: str = ""
     s3_endpoint: str | None = None
+    allow_insecure: bool = False  # plain http endpoints; only when the provider object says so
     ceiling: Ceiling = field(default_factory=Ceiling)
     requests_per_second: float = 10.0
     burst: int = 20
@@ -90,6 +138,7 @@ class ProviderSpec:
             region=spec.get("region") or "",
             project_id=spec.get("projectId") or "",
             s3_endpoint=spec.get("s3Endpoint") or None,
+            allow_insecure=spec.get("allowInsecure") is True,
             ceiling=Ceiling.parse(spec.get("policy")),
             requests_per_second=float(rate.get("requestsPerSecond") or 10.0),
             burst=int(rate.get("burst") or 20),

@@ -131,6 +131,7 @@ class Intent:
     key_name: str
     revision: int
     since: datetime | None
+    spec_hash: str = ""  # the spec the key was asked for: recovery adopts only for the same spec
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,12 @@ class TokenStatus:
             revision=int(status.get("revision") or 0),
             spec_hash=status.get("specHash") or "",
             intent=(
-                Intent(intent.get("keyName", ""), int(intent.get("revision") or 0), parse_time(intent.get("since")))
+                Intent(
+                    intent.get("keyName", ""),
+                    int(intent.get("revision") or 0),
+                    parse_time(intent.get("since")),
+                    intent.get("specHash") or "",
+                )
                 if intent and intent.get("keyName")
                 else None
             ),

@@ -10,7 +10,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from storage_token.policy import reasons
-from storage_token.policy.ceiling import ceiling_violation, provider_rule_violation
+from storage_token.policy.ceiling import (
+    ceiling_violation,
+    manual_renewal_too_soon,
+    provider_rule_violation,
+    too_many_live_keys,
+)
 from storage_token.policy.inputs import PolicyInput
 
 
@@ -32,6 +37,36 @@ def first(chain: Sequence[Check], value: PolicyInput) -> Verdict | None:
 
 
 # -- blockers ---------------------------------------------------------------
+# The ceiling and the provider's rules come from the provider's spec, not from its account:
+# they are checked whenever the spec is known, also while the provider is NotReady, so a
+# ceiling narrowed during an outage still ends in PolicyViolation (and revocation). They are
+# not checked for a provider that doesn't admit the namespace: its ceiling is none of the
+# token's business, and the message would show it to a namespace it doesn't serve.
+def provider_unknown_or_foreign(value: PolicyInput) -> Verdict | None:
+    provider = value.provider
+    if provider.spec is None or provider.problem_reason == reasons.NAMESPACE_NOT_ALLOWED:
+        reason = provider.problem_reason or reasons.PROVIDER_NOT_FOUND
+        message = provider.problem_message or f"provider {value.spec.provider_ref.name!r} not found"
+        return Verdict(reason, message)
+    return None
+
+
+def beyond_ceiling(value: PolicyInput) -> Verdict | None:
+    provider = value.provider.spec
+    if provider is None:
+        return None
+    message = ceiling_violation(value.spec, provider.ceiling, provider.type)
+    return Verdict(reasons.POLICY_VIOLATION, message) if message else None
+
+
+def against_provider_rules(value: PolicyInput) -> Verdict | None:
+    provider = value.provider.spec
+    if provider is None:
+        return None
+    message = provider_rule_violation(value.spec, provider.type, value.now)
+    return Verdict(reasons.INVALID_SPEC, message) if message else None
+
+
 def provider_unusable(value: PolicyInput) -> Verdict | None:
     provider = value.provider
     if provider.spec is None or not provider.ready:
@@ -39,18 +74,6 @@ def provider_unusable(value: PolicyInput) -> Verdict | None:
         message = provider.problem_message or f"provider {value.spec.provider_ref.name!r} is not ready"
         return Verdict(reason, message)
     return None
-
-
-def beyond_ceiling(value: PolicyInput) -> Verdict | None:
-    assert value.provider.spec is not None
-    message = ceiling_violation(value.spec, value.provider.spec.ceiling)
-    return Verdict(reasons.POLICY_VIOLATION, message) if message else None
-
-
-def against_provider_rules(value: PolicyInput) -> Verdict | None:
-    assert value.provider.spec is not None
-    message = provider_rule_violation(value.spec, value.provider.spec.type, value.now)
-    return Verdict(reasons.INVALID_SPEC, message) if message else None
 
 
 def secret_owned_by_someone_else(value: PolicyInput) -> Verdict | None:
@@ -71,9 +94,10 @@ def backing_off(value: PolicyInput) -> Verdict | None:
 
 
 BLOCKERS: tuple[Check, ...] = (
-    provider_unusable,
+    provider_unknown_or_foreign,
     beyond_ceiling,
     against_provider_rules,
+    provider_unusable,
     secret_owned_by_someone_else,
 )
 
@@ -158,15 +182,34 @@ class Decision:
     backoff: Verdict | None = None
 
 
+# Triggers that replace a key still live at the provider (so one more key would be live meanwhile).
+_ROTATIONS = frozenset(
+    {reasons.SPEC_CHANGED, reasons.SECRET_MISSING, reasons.SECRET_MODIFIED, reasons.MANUAL_RENEWAL, reasons.RENEWAL_DUE}
+)
+
+
+def minting_limited(value: PolicyInput, trigger: Verdict) -> Verdict | None:
+    """The provider's limits against minting: live keys per token, and the manual-renewal rate."""
+    if value.provider.spec is None or trigger.reason not in _ROTATIONS:
+        return None  # a first issue, a recovery or a dead key's replacement always goes ahead
+    ceiling = value.provider.spec.ceiling
+    if trigger.reason == reasons.MANUAL_RENEWAL:
+        message = manual_renewal_too_soon(value.status.issued_at, value.now, ceiling)
+        if message:
+            return Verdict(reasons.RENEWAL_RATE_LIMITED, message)
+    message = too_many_live_keys(len(value.status.pending_revocations), ceiling, has_current=bool(value.status.key_id))
+    return Verdict(reasons.TOO_MANY_LIVE_KEYS, message) if message else None
+
+
 def decide(value: PolicyInput) -> Decision:
-    """Blockers first (bad input never reaches the provider), then triggers, then backoff."""
+    """Blockers first (bad input never reaches the provider), then triggers, then limits and backoff."""
     blocked = first(BLOCKERS, value)
     if blocked is not None:
         return Decision(blocked=blocked)
     trigger = first(TRIGGERS, value)
     if trigger is None:
         return Decision()
-    waiting = backing_off(value)
+    waiting = minting_limited(value, trigger) or backing_off(value)
     if waiting is not None:
         return Decision(backoff=waiting)
     return Decision(issue=trigger)

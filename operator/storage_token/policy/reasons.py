@@ -17,12 +17,15 @@ RENEWAL_DUE = "RenewalDue"
 # Why nothing can be issued (Ready=False, no provider call)
 PROVIDER_NOT_FOUND = "ProviderNotFound"
 PROVIDER_NOT_READY = "ProviderNotReady"
+PROVIDER_DELETED = "ProviderDeleted"
 NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
 POLICY_VIOLATION = "PolicyViolation"
 INVALID_SPEC = "InvalidSpec"
 SECRET_CONFLICT = "SecretConflict"
 TEMPLATE_ERROR = "TemplateError"
 BACKING_OFF = "BackingOff"
+TOO_MANY_LIVE_KEYS = "TooManyLiveKeys"  # policy.maxLiveKeys: the next key waits for a revocation
+RENEWAL_RATE_LIMITED = "RenewalRateLimited"  # policy.minManualRenewInterval: the renew annotation waits
 # Provider outcomes
 ISSUE_FAILED = "IssueFailed"
 PROVIDER_UNAVAILABLE = "ProviderUnavailable"
@@ -35,3 +38,12 @@ REVOKE_FAILED = "RevokeFailed"
 # Provider objects
 CREDENTIALS_VERIFIED = "CredentialsVerified"
 CREDENTIALS_SECRET_MISSING = "CredentialsSecretMissing"
+REVOKING_KEYS = "RevokingKeys"  # deletion waits for tokens to revoke through this provider
+
+# Blockers under which the token may no longer hold its current key: it is revoked after the grace period.
+REVOKE_CURRENT_KEY = frozenset(
+    {POLICY_VIOLATION, NAMESPACE_NOT_ALLOWED, PROVIDER_NOT_FOUND, PROVIDER_DELETED, INVALID_SPEC, TEMPLATE_ERROR}
+)
+
+# Renewals held back by the provider's limits against minting (the current key stays; Issuing says why).
+MINTING_LIMITS = frozenset({TOO_MANY_LIVE_KEYS, RENEWAL_RATE_LIMITED})
