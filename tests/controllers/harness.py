@@ -343,11 +343,15 @@ class Harness:
             "type": provider_type,
             "endpoint": emulator.url,
             "credentialsSecretRef": {"name": secret_name},
-            # The ceiling fails closed: name the emulator's buckets. Manual renewals are not rate-limited
-            # here (tests renew back to back); tests of that limit set their own policy.
+            # The ceiling fails closed: name the emulator's buckets. Renewals and edits are not rate-limited
+            # here (tests rotate back to back); tests of those limits set their own policy.
             "policy": policy
             if policy is not None
-            else {"allowedBuckets": self.emulators.buckets(provider_type), "minManualRenewInterval": "0s"},
+            else {
+                "allowedBuckets": self.emulators.buckets(provider_type),
+                "minManualRenewInterval": "0s",
+                "minRenewalInterval": "0s",
+            },
             "allowInsecure": True,  # the emulators speak plain http on loopback
             # No real waiting on the token bucket in fast tests.
             "rateLimit": {"requestsPerSecond": 1000, "burst": 1000},

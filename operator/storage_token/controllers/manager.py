@@ -29,7 +29,8 @@ from storage_token.secret_writer import LABEL_TOKEN
 log = logging.getLogger(__name__)
 
 TokenKey = tuple[str, str]  # namespace, name
-CONFLICT_RETRY = timedelta(seconds=5)  # fallback if the newer version's watch event never comes
+CONFLICT_RETRY = timedelta(seconds=5)
+MIN_REQUEUE = timedelta(seconds=1)  # fallback if the newer version's watch event never comes
 ProviderKey = tuple[str, str, str]  # kind, namespace ("" for cluster), name
 
 
@@ -211,7 +212,10 @@ class Manager:
         if outcome.body is not None:
             self._remember(self.token_cache, key, outcome.body)
             self._publish_token_metrics(key, outcome.body)
-        return outcome.wakeup
+        if outcome.wakeup is None:
+            return None
+        # A floor under every wakeup: no token, whatever its state, can make a worker spin on it.
+        return max(outcome.wakeup, datetime.now(UTC) + MIN_REQUEUE)
 
     def _publish_token_metrics(self, key: TokenKey, body: dict[str, Any]) -> None:
         raw = body.get("status") or {}

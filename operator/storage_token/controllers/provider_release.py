@@ -51,7 +51,7 @@ def tokens_needing(spec: ProviderSpec, tokens: list[dict[str, Any]]) -> list[str
         holds = (
             (bool(status.key_id) and _issued_by(status.provider, label, refers))
             or any(_issued_by(p.provider, label, refers) for p in status.pending_revocations)
-            or (status.intent is not None and refers)
+            or (status.intent is not None and _issued_by(status.intent.provider, label, refers))
         )
         if holds:
             needing.append(f"{meta.get('namespace')}/{meta.get('name')}")

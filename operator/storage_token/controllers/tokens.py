@@ -26,7 +26,14 @@ from storage_token.policy import reasons
 from storage_token.policy.ceiling import manual_renewal_allowed_at
 from storage_token.policy.checks import Verdict, decide
 from storage_token.policy.inputs import PolicyInput
-from storage_token.policy.schedule import backoff_delay, due_revocations, next_wakeup, renewal_time, revocation_due
+from storage_token.policy.schedule import (
+    backoff_delay,
+    backoff_wakeup,
+    due_revocations,
+    next_wakeup,
+    renewal_time,
+    revocation_due,
+)
 from storage_token.provider_pool import ProviderHandle, ProviderPool
 from storage_token.providers.base import IssuedKey, KeySpec
 from storage_token.providers.errors import (
@@ -73,6 +80,10 @@ _ERROR_REASONS: tuple[tuple[type[ProviderError], str], ...] = (
 )
 
 
+def _unreachable(provider: str) -> ProviderError:
+    return RetryableError(f"provider {provider} of an interrupted issuance can't be reached yet", call="recover")
+
+
 def _where(meta: dict[str, Any]) -> tuple[str, str]:
     return meta["namespace"], meta["name"]
 
@@ -101,7 +112,7 @@ class TokenController:
     ) -> None:
         self.kube, self.pool, self.events, self.settings, self.clock = kube, pool, events, settings, clock
         # Tenant templates render in bounded worker processes, never on the event loop.
-        self.renderer = renderer or BoundedRenderer()
+        self.renderer = renderer or BoundedRenderer(workers=2)  # one slow template never holds every render
         self.missing_keys: set[str] = set()  # key ids the sweep found gone at their provider
         self.provider_cache: ProviderCache = {}  # the Manager shares its watch cache
         # (namespace, Secret name) -> resourceVersion of our last write: its watch event needs no reconcile.
@@ -183,6 +194,17 @@ class TokenController:
         provider_type = handle.spec.type
         issued: IssuedKey | None = None
         revision = status.revision + 1
+        label = f"{handle.spec.kind}/{handle.spec.name}"
+        if status.intent is not None and status.intent.provider not in ("", label):
+            # providerRef changed since the intent: resolve it where the key was asked for, then start over.
+            leftover = await self._resolve_abandoned_intent(token, status, value.now)
+            if leftover is None:
+                return await self._failed(
+                    token, status, _unreachable(status.intent.provider), value.now, keep_intent=True
+                )
+            pending = [p.to_status() for p in (*status.pending_revocations, *leftover)]
+            written = await self._patch_status(token, {"intent": None, "pendingRevocations": pending})
+            return Outcome(wakeup=value.now, body=written or token)
         if status.intent is not None:
             revision = status.intent.revision
             name = status.intent.key_name
@@ -218,6 +240,7 @@ class TokenController:
                 "revision": revision,
                 "since": format_time(value.now),
                 "specHash": value.spec_hash,
+                "provider": label,
             }
             conditions = set_condition(
                 (token.get("status") or {}).get("conditions") or [],
@@ -313,7 +336,7 @@ class TokenController:
         }
         written = await self._patch_status(token, patch)
         await self.events.record(token, KIND, reasons.TEMPLATE_ERROR, message, warning=True)
-        return Outcome(wakeup=next_wakeup(now, None, status.not_after, retry_at, pending), body=written or token)
+        return Outcome(wakeup=backoff_wakeup(now, retry_at, status.not_after, pending), body=written or token)
 
     async def _key_in_secret(
         self, handle: ProviderHandle, secret: dict[str, Any] | None, uid: str, name: str, revision: int
@@ -355,6 +378,7 @@ class TokenController:
                     provider=status.provider or provider_name,
                     due_at=revocation_due(grace, now, status.not_after),
                     not_after=status.not_after,
+                    secret_name=status.secret_name,
                 )
             )
         # Status keeps whole seconds: schedule from the values as stored, so a restart computes the same time.
@@ -448,7 +472,7 @@ class TokenController:
         written = await self._patch_status(token, patch)
         log.warning("issuing for %s/%s failed (%s): %s", meta["namespace"], meta["name"], reason, error)
         await self.events.record(token, KIND, reasons.ISSUE_FAILED, f"{reason}: {error}", warning=True)
-        wakeup = next_wakeup(now, None, status.not_after, retry_at, status.pending_revocations)
+        wakeup = backoff_wakeup(now, retry_at, status.not_after, status.pending_revocations)
         return Outcome(wakeup=wakeup, body=written or token)
 
     async def _blocked(self, token: dict[str, Any], status: TokenStatus, why: Verdict, now: datetime) -> Outcome:
@@ -469,7 +493,12 @@ class TokenController:
             due = revocation_due(self._grace(token), now, status.not_after)
             pending.append(
                 PendingRevocation(
-                    status.key_id, status.key_name, due, provider=status.provider, not_after=status.not_after
+                    status.key_id,
+                    status.key_name,
+                    due,
+                    provider=status.provider,
+                    not_after=status.not_after,
+                    secret_name=status.secret_name,
                 )
             )
             patch.update(keyId=None, keyName=None, notAfter=None, renewalTime=None, issuedAt=None, specHash=None)
@@ -504,14 +533,16 @@ class TokenController:
 
         None when the provider can't be asked (the intent stays, and is retried)."""
         assert status.intent is not None
-        name = status.intent.key_name
+        name, revision = status.intent.key_name, status.intent.revision
         try:
-            handle = await self._handle_for(token, status.provider)
+            handle = await self._handle_for(token, status.intent.provider or status.provider)
             if handle is None:
                 return None
             found = await handle.call(lambda p: p.recover(name), "recover")
         except (ProviderError, ValueError):
             return None
+        # The crash may have come after the Secret write: that Secret holds the key being revoked.
+        await self._delete_secret_of_revision(token, revision)
         if found is None:  # nothing was created, or B2 already deleted it by name
             return []
         provider = f"{handle.spec.kind}/{handle.spec.name}"
@@ -527,13 +558,9 @@ class TokenController:
     async def _steady(self, token: dict[str, Any], value: PolicyInput) -> Outcome:
         """Nothing to issue: keep renewalTime in step with the spec and Ready honest."""
         status, spec, now = value.status, value.spec, value.now
-        if value.status.failed_attempts and value.status.next_attempt and value.status.next_attempt > now:
-            return Outcome(
-                wakeup=next_wakeup(
-                    now, status.renewal_time, status.not_after, status.next_attempt, status.pending_revocations
-                ),
-                body=token,
-            )
+        if status.failed_attempts and status.next_attempt and status.next_attempt > now:
+            wakeup = backoff_wakeup(now, status.next_attempt, status.not_after, status.pending_revocations)
+            return Outcome(wakeup=wakeup, body=token)
         renew_at = status.renewal_time
         if status.issued_at is not None:
             renew_at = renewal_time(spec, status.issued_at, status.not_after, f"{value.uid}/{status.revision}")
@@ -565,8 +592,14 @@ class TokenController:
         status, now = value.status, value.now
         assert value.provider.spec is not None
         ceiling = value.provider.spec.ceiling
-        if why.reason == reasons.RENEWAL_RATE_LIMITED:
-            retry = manual_renewal_allowed_at(status.issued_at, ceiling) or now
+        if why.reason == reasons.RENEWAL_RATE_LIMITED and status.issued_at is not None:
+            allowed = (
+                manual_renewal_allowed_at(status.issued_at, ceiling),
+                status.issued_at + ceiling.min_renewal_interval,
+            )
+            retry = min((t for t in allowed if t is not None and t > now), default=now)
+        elif why.reason == reasons.RENEWAL_RATE_LIMITED:
+            retry = now
         else:  # too many live keys: the next revocation makes room
             retry = min((p.due_at for p in status.pending_revocations), default=now + ceiling.min_renewal_interval)
         if status.not_after is not None:
@@ -608,9 +641,10 @@ class TokenController:
                     due_at=now + backoff_delay(attempts, entry.key_id),
                 )
             )
-        revoked = {entry.key_id for entry in due} - {entry.key_id for entry in remaining}
+        failed = {entry.key_id for entry in remaining}
+        revoked = [entry for entry in due if entry.key_id not in failed]
         if revoked:
-            # Only deletes the Secret if it holds one of these keys (e.g. an abandoned intent's).
+            # Only deletes a Secret that holds one of these keys (e.g. a renamed Secret's old copy).
             await self._delete_dead_secret(token, revoked)
         written = await self._patch_status(token, {"pendingRevocations": [p.to_status() for p in remaining]})
         wakeup = outcome.wakeup
@@ -667,10 +701,7 @@ class TokenController:
             return Outcome()
         status = TokenStatus.parse(token.get("status"))
         now = self.clock()
-        if (meta.get("annotations") or {}).get(ABANDON_ANNOTATION) == "true":
-            log.warning("releasing %s/%s without revoking its keys (%s)", *_where(meta), ABANDON_ANNOTATION)
-            await self.events.record(token, KIND, "KeysAbandoned", "deleted without revoking its keys", warning=True)
-            return await self._release(token, "abandoned")
+        abandon = (meta.get("annotations") or {}).get(ABANDON_ANNOTATION) == "true"
         retain = (token.get("spec") or {}).get("deletionPolicy") == "Retain"
         failures: list[str] = []
         remaining: list[PendingRevocation] = []
@@ -689,7 +720,7 @@ class TokenController:
         if status.intent is not None:
             name = status.intent.key_name
             try:
-                handle = await self._handle_for(token, status.provider)
+                handle = await self._handle_for(token, status.intent.provider or status.provider)
                 if handle is None:
                     failures.append(f"intent {name}: provider not found")
                 else:
@@ -702,6 +733,15 @@ class TokenController:
                 intent_open = False
             except (ProviderError, ValueError) as error:
                 failures.append(f"intent {name}: {error}")
+        if failures and abandon:
+            # Only what could not be revoked is given up: a reachable provider still revokes everything.
+            log.warning(
+                "releasing %s/%s with %d key(s) unrevoked (%s)", *_where(meta), len(failures), ABANDON_ANNOTATION
+            )
+            await self.events.record(
+                token, KIND, "KeysAbandoned", f"deleted with {len(failures)} key(s) left to expire", warning=True
+            )
+            return await self._release(token, "abandoned")
         if failures:
             queued = [p for p in remaining if p in status.pending_revocations]
             await self._report_waiting(token, failures, queued, current_revoked, intent_open, now)
@@ -795,16 +835,33 @@ class TokenController:
                     warning=True,
                 )
 
-    async def _delete_dead_secret(self, token: dict[str, Any], revoked: set[str]) -> None:
-        """A Secret left holding a revoked key and no successor is deleted rather than left to mislead."""
+    async def _delete_dead_secret(self, token: dict[str, Any], revoked: list[PendingRevocation]) -> None:
+        """A Secret of ours left holding a revoked key is deleted rather than left to mislead: the
+        current Secret, and the Secret each key was recorded in (an old name after a rename)."""
         meta = token["metadata"]
-        name = (token.get("status") or {}).get("secretName") or meta["name"]
-        secret = await self.kube.get_secret(meta["namespace"], name)
-        if secret is None or not is_owned_by(secret, meta["uid"]):
-            return
-        held = ((secret.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_KEY_ID_HASH)
-        if held in {key_id_hash(k) for k in revoked}:
-            await self.kube.delete_secret(meta["namespace"], name, uid=secret["metadata"]["uid"])
+        hashes = {key_id_hash(entry.key_id) for entry in revoked}
+        names = {(token.get("status") or {}).get("secretName") or meta["name"]}
+        names.update(entry.secret_name for entry in revoked if entry.secret_name)
+        for name in sorted(names):
+            secret = await self.kube.get_secret(meta["namespace"], name)
+            if secret is None or not is_owned_by(secret, meta["uid"]):
+                continue
+            held = ((secret.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_KEY_ID_HASH)
+            if held in hashes:
+                await self.kube.delete_secret(meta["namespace"], name, uid=secret["metadata"]["uid"])
+
+    async def _delete_secret_of_revision(self, token: dict[str, Any], revision: int) -> None:
+        """Delete our Secret if it was written for `revision` (whose key is being given up)."""
+        meta = token["metadata"]
+        names = {(token.get("status") or {}).get("secretName") or meta["name"]}
+        names.add(((token.get("spec") or {}).get("secret") or {}).get("name") or meta["name"])
+        for name in sorted(names):
+            secret = await self.kube.get_secret(meta["namespace"], name)
+            if secret is None or not is_owned_by(secret, meta["uid"]):
+                continue
+            annotations = (secret.get("metadata") or {}).get("annotations") or {}
+            if annotations.get(ANNOTATION_REVISION) == str(revision):
+                await self.kube.delete_secret(meta["namespace"], name, uid=secret["metadata"]["uid"])
 
     async def _delete_old_secret(self, meta: dict[str, Any], name: str) -> None:
         old = await self.kube.get_secret(meta["namespace"], name)

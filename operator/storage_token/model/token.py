@@ -101,6 +101,7 @@ class PendingRevocation:
     not_after: datetime | None = None
     attempts: int = 0
     last_error: str = ""
+    secret_name: str = ""  # the Secret that held it (deleted with the revocation if it still does)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> PendingRevocation:
@@ -112,6 +113,7 @@ class PendingRevocation:
             not_after=parse_time(raw.get("notAfter")),
             attempts=int(raw.get("attempts", 0)),
             last_error=raw.get("lastError", ""),
+            secret_name=raw.get("secretName", ""),
         )
 
     def to_status(self) -> dict[str, Any]:
@@ -123,6 +125,7 @@ class PendingRevocation:
             "notAfter": format_time(self.not_after),
             "attempts": self.attempts,
             "lastError": self.last_error,
+            "secretName": self.secret_name,
         }
 
 
@@ -132,6 +135,7 @@ class Intent:
     revision: int
     since: datetime | None
     spec_hash: str = ""  # the spec the key was asked for: recovery adopts only for the same spec
+    provider: str = ""  # Kind/name asked for the key: the intent is resolved there, whatever the spec says now
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,7 @@ class TokenStatus:
                     int(intent.get("revision") or 0),
                     parse_time(intent.get("since")),
                     intent.get("specHash") or "",
+                    intent.get("provider") or "",
                 )
                 if intent and intent.get("keyName")
                 else None

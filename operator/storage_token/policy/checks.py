@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from storage_token.model.durations import format_duration
 from storage_token.policy import reasons
 from storage_token.policy.ceiling import (
     ceiling_violation,
@@ -188,6 +189,9 @@ _ROTATIONS = frozenset(
 )
 
 
+_EDITS = frozenset({reasons.SPEC_CHANGED, reasons.SECRET_MISSING, reasons.SECRET_MODIFIED})
+
+
 def minting_limited(value: PolicyInput, trigger: Verdict) -> Verdict | None:
     """The provider's limits against minting: live keys per token, and the manual-renewal rate."""
     if value.provider.spec is None or trigger.reason not in _ROTATIONS:
@@ -197,6 +201,15 @@ def minting_limited(value: PolicyInput, trigger: Verdict) -> Verdict | None:
         message = manual_renewal_too_soon(value.status.issued_at, value.now, ceiling)
         if message:
             return Verdict(reasons.RENEWAL_RATE_LIMITED, message)
+    issued_at = value.status.issued_at
+    if trigger.reason in _EDITS and issued_at is not None and value.now < issued_at + ceiling.min_renewal_interval:
+        # Spec edits and Secret deletions are in the tenant's hands: each would otherwise mint a key.
+        return Verdict(
+            reasons.RENEWAL_RATE_LIMITED,
+            f"{trigger.message}; keys of this provider are replaced at most every "
+            f"{format_duration(ceiling.min_renewal_interval)}, the next at "
+            f"{(issued_at + ceiling.min_renewal_interval).isoformat()}",
+        )
     message = too_many_live_keys(len(value.status.pending_revocations), ceiling, has_current=bool(value.status.key_id))
     return Verdict(reasons.TOO_MANY_LIVE_KEYS, message) if message else None
 

@@ -72,3 +72,17 @@ def next_wakeup(
     if not moments:
         return None
     return max(min(moments), now)
+
+
+def backoff_wakeup(
+    now: datetime, next_attempt: datetime, not_after: datetime | None, pending: Iterable[PendingRevocation]
+) -> datetime:
+    """While an issuance backs off: the next attempt, or sooner a future expiry or a revocation due.
+
+    An overdue renewal or an expiry already past is exactly what the next attempt is for, so it
+    never pulls the wakeup to now (that would reconcile in a loop until the attempt is due).
+    """
+    moments = [next_attempt, *(p.due_at for p in pending)]
+    if not_after is not None and not_after > now:
+        moments.append(not_after)
+    return max(min(moments), now)
