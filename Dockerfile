@@ -6,8 +6,11 @@ WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml README.md ./
 COPY operator ./operator
+# The development harness (storage_token/dev: emulators, control plane builder, sandbox) is not
+# part of the operator: it is removed from the image.
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-compile . \
+ && rm -rf /opt/venv/lib/python3.11/site-packages/storage_token/dev \
  && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} +
 
 FROM python:3.11.11-slim-bookworm

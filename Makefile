@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 tools: $(STAMP)
-	$(BIN)/python -m storage_token.devcluster.binaries
+	$(BIN)/python -m storage_token.dev.cluster.binaries
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests

@@ -14,7 +14,7 @@ chart in `deploy/storage-token-operator/`. Outputs:
   `storage-token-system`, for `kubectl apply -f` without Helm.
 
 The helm binary: `--helm`, else `$HELM`, else the one the dev tooling fetches
-(`storage_token.devcluster.binaries.ensure_binaries()`).
+(`storage_token.dev.cluster.binaries.ensure_binaries()`).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def find_helm(explicit: str | None) -> str:
         return explicit
     if os.environ.get("HELM"):
         return os.environ["HELM"]
-    from storage_token.devcluster.binaries import ensure_binaries
+    from storage_token.dev.cluster.binaries import ensure_binaries
 
     return str(ensure_binaries().helm)
 

@@ -39,8 +39,8 @@ import httpx
 import psutil
 import yaml
 
-from storage_token.devcluster.controlplane import LocalControlPlane, free_port
-from storage_token.sandbox import Emulators, OperatorProcess
+from storage_token.dev.cluster.controlplane import LocalControlPlane, free_port
+from storage_token.dev.sandbox import Emulators, OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"

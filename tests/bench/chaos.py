@@ -70,8 +70,8 @@ from benchlib import (
     write_json,
 )
 
-from storage_token.config import Settings
-from storage_token.naming import key_prefix
+from storage_token.api.naming import key_prefix
+from storage_token.runtime.settings import Settings
 
 NAMESPACE = "chaos"
 CLUSTER_ID = "chaos"

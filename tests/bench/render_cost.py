@@ -27,9 +27,9 @@ import contextlib
 from hostile_templates import HOSTILE
 from test_render_hostile import KEY
 
-from storage_token.model.token import SecretTemplate
-from storage_token.render_worker import BoundedRenderer
-from storage_token.secret_render import TemplateError, render_secret_data
+from storage_token.api.token import SecretTemplate
+from storage_token.secrets.render import TemplateError, render_secret_data
+from storage_token.secrets.worker import BoundedRenderer
 
 
 def _outcome(source: str) -> str:

@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from kubernetes.client.rest import ApiException
 
-from storage_token.kube.api import Conflict, NamespaceTerminating
-from storage_token.model.times import format_time
-from storage_token.model.token import API_GROUP, API_VERSION
+from storage_token.api.times import format_time
+from storage_token.api.token import API_GROUP, API_VERSION
+from storage_token.kube.api import ApiError, Conflict, NamespaceTerminating
 
 Body = dict[str, Any]
 T = TypeVar("T")
@@ -59,7 +58,7 @@ _GENERATION_KINDS = frozenset(CUSTOM_KINDS) | frozenset(WORKLOAD_KINDS)
 _MUTABLE_METADATA = ("labels", "annotations", "finalizers", "ownerReferences")
 
 
-class Invalid(ApiException):  # type: ignore[misc]  # the client is untyped
+class Invalid(ApiError):
     """422: the API server refused the object as written (e.g. a finalizer added during deletion)."""
 
     def __init__(self, message: str) -> None:

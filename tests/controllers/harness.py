@@ -26,15 +26,15 @@ from typing import Any
 
 from fake_kube import Body, FakeKube
 
-from storage_token.config import Settings
+from storage_token.api.naming import key_prefix
+from storage_token.api.token import API_GROUP, API_VERSION
 from storage_token.controllers.manager import Manager
-from storage_token.emulators.b2 import B2Emulator
-from storage_token.emulators.clock import Clock
-from storage_token.emulators.us3 import US3Emulator
+from storage_token.controllers.secret_writer import LABEL_TOKEN
+from storage_token.dev.emulators.b2 import B2Emulator
+from storage_token.dev.emulators.clock import Clock
+from storage_token.dev.emulators.us3 import US3Emulator
 from storage_token.kube.api import Conflict
-from storage_token.model.token import API_GROUP, API_VERSION
-from storage_token.naming import key_prefix
-from storage_token.secret_writer import LABEL_TOKEN
+from storage_token.runtime.settings import Settings
 
 START = datetime(2030, 1, 1, tzinfo=UTC)  # whole seconds: status keeps whole seconds
 CLUSTER_ID = "controller-tests"

@@ -24,9 +24,9 @@ from typing import Any
 from fake_kube import FakeKube
 from harness import PROVIDER_TYPES, Emulators, ProviderKey
 
-from storage_token.model.token import TokenStatus
-from storage_token.naming import uid8
-from storage_token.secret_writer import ANNOTATION_KEY_ID_HASH, LABEL_TOKEN, key_id_hash
+from storage_token.api.naming import uid8
+from storage_token.api.token import TokenStatus
+from storage_token.controllers.secret_writer import ANNOTATION_KEY_ID_HASH, LABEL_TOKEN, key_id_hash
 
 _TOKEN_PART = re.compile(r"-(?P<uid>[0-9a-f]{8})-r[0-9]+$")
 

@@ -13,11 +13,11 @@ from datetime import timedelta
 from fake_kube import FakeKube
 from harness import AFTER_CREATE, Harness, ProviderInfo
 
-from storage_token.config import Settings
 from storage_token.controllers.provider_release import CREDENTIALS_FINALIZER, PROVIDER_FINALIZER
 from storage_token.controllers.tokens import ABANDON_ANNOTATION, FINALIZER
 from storage_token.providers.b2 import B2Provider
 from storage_token.providers.base import KeySpec
+from storage_token.runtime.settings import Settings
 
 NS, NAME = "team-a", "app"
 

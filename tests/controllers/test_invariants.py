@@ -8,7 +8,7 @@ import copy
 from harness import Harness
 from invariants import violations
 
-from storage_token.model.provider import ProviderSpec
+from storage_token.api.provider import ProviderSpec
 from storage_token.providers.base import KeySpec
 
 NS, NAME = "team-a", "app"

@@ -8,7 +8,7 @@ from typing import Any
 
 from harness import Harness, ProviderInfo
 
-from storage_token.model.times import parse_time
+from storage_token.api.times import parse_time
 
 NS, NAME = "team-a", "app"
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fake_kube import FakeKube
 
-from storage_token import provider_pool
-from storage_token.model.provider import ProviderSpec
-from storage_token.provider_pool import ProviderPool
+from storage_token.api.provider import ProviderSpec
+from storage_token.runtime import provider_pool
+from storage_token.runtime.provider_pool import ProviderPool
 
 
 class SlowClient:

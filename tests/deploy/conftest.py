@@ -15,7 +15,7 @@ def helm() -> str:
     """The helm binary: $HELM, else the one the dev tooling fetches and caches."""
     if os.environ.get("HELM"):
         return os.environ["HELM"]
-    from storage_token.devcluster.binaries import ensure_binaries
+    from storage_token.dev.cluster.binaries import ensure_binaries
 
     return str(ensure_binaries().helm)
 

@@ -93,3 +93,9 @@ def test_ports_and_entrypoint_match_the_chart() -> None:
     assert exposed == {METRICS_PORT, values["healthPort"]}
     entrypoint = [args for word, args in final if word == "ENTRYPOINT"]
     assert entrypoint == ['["storage-token", "run"]']
+
+
+def test_the_image_leaves_the_development_harness_out() -> None:
+    build = " ".join(args for instruction, args in stages()[0] if instruction == "RUN")
+    installed = build.index("pip install")
+    assert build.index("rm -rf /opt/venv/lib/python3.11/site-packages/storage_token/dev") > installed

@@ -16,8 +16,8 @@ import pytest
 from e2e_support import apply_crds, delete_namespace
 from kubernetes import client, config
 
-from storage_token.devcluster.controlplane import ClusterAccess, LocalControlPlane, existing_cluster, free_port
-from storage_token.sandbox import Emulators, OperatorProcess
+from storage_token.dev.cluster.controlplane import ClusterAccess, LocalControlPlane, existing_cluster, free_port
+from storage_token.dev.sandbox import Emulators, OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 

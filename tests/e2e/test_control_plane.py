@@ -10,7 +10,7 @@ from e2e_support import GROUP, VERSION, service_account_client, storage_token, w
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from storage_token.devcluster.controlplane import ClusterAccess
+from storage_token.dev.cluster.controlplane import ClusterAccess
 
 
 def create_token(api: client.ApiClient, namespace: str, body: dict[str, object]) -> dict[str, object]:

@@ -17,8 +17,8 @@ from e2e_support import apply_provider, create_token, get_token, wait_condition,
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from storage_token.devcluster.controlplane import ClusterAccess, free_port
-from storage_token.sandbox import Emulators, OperatorProcess
+from storage_token.dev.cluster.controlplane import ClusterAccess, free_port
+from storage_token.dev.sandbox import Emulators, OperatorProcess
 
 TOKENS = 20
 LEASE_SECONDS = 15  # the election's default lease duration

@@ -25,8 +25,8 @@ from e2e_support import (
 )
 from kubernetes import client
 
-from storage_token.devcluster.controlplane import ClusterAccess
-from storage_token.sandbox import Emulators, OperatorProcess
+from storage_token.dev.cluster.controlplane import ClusterAccess
+from storage_token.dev.sandbox import Emulators, OperatorProcess
 
 SWEEPING = {"STO_SWEEP_INTERVAL": "2s", "STO_SWEEP_MIN_AGE": "1s"}
 

@@ -21,7 +21,7 @@ from e2e_support import (
 )
 from kubernetes import client
 
-from storage_token.sandbox import Emulators, OperatorProcess
+from storage_token.dev.sandbox import Emulators, OperatorProcess
 
 pytestmark = pytest.mark.usefixtures("operator")
 

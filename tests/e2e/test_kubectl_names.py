@@ -16,7 +16,7 @@ import yaml
 from e2e_support import GROUP, VERSION, custom, storage_token
 from kubernetes import client
 
-from storage_token.devcluster.controlplane import ClusterAccess
+from storage_token.dev.cluster.controlplane import ClusterAccess
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "same-name"  # a token, a provider and a cluster provider all called this

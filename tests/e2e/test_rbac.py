@@ -42,9 +42,9 @@ from e2e_support import (
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from storage_token.devcluster.binaries import Binaries, ensure_binaries
-from storage_token.devcluster.controlplane import ClusterAccess
-from storage_token.sandbox import Emulators, OperatorProcess
+from storage_token.dev.cluster.binaries import Binaries, ensure_binaries
+from storage_token.dev.cluster.controlplane import ClusterAccess
+from storage_token.dev.sandbox import Emulators, OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "storage-token-operator"

@@ -12,7 +12,7 @@ import yaml
 from e2e_support import wait_for
 from kubernetes import client
 
-from storage_token.devcluster.controlplane import ClusterAccess
+from storage_token.dev.cluster.controlplane import ClusterAccess
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -14,11 +14,11 @@ import pytest
 from e2e_support import apply_provider, create_token, get_token, secret_data, wait_condition, wait_for
 from kubernetes import client
 
-from storage_token.devcluster.controlplane import ClusterAccess
-from storage_token.naming import install_digest, key_prefix, uid8
+from storage_token.api.naming import install_digest, key_prefix, uid8
+from storage_token.dev.cluster.controlplane import ClusterAccess
+from storage_token.dev.sandbox import Emulators, OperatorProcess
 from storage_token.providers.b2 import B2Provider
 from storage_token.providers.base import KeySpec
-from storage_token.sandbox import Emulators, OperatorProcess
 
 CLUSTER_ID = "recovery"
 

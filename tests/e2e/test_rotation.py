@@ -15,7 +15,7 @@ from e2e_support import (
 )
 from kubernetes import client
 
-from storage_token.sandbox import Emulators
+from storage_token.dev.sandbox import Emulators
 
 pytestmark = pytest.mark.usefixtures("operator")
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from storage_token.devcluster.controlplane import ClusterAccess
+from storage_token.dev.cluster.controlplane import ClusterAccess
 
 
 def test_the_sandbox_issues_its_samples_and_exits_cleanly(cluster: ClusterAccess) -> None:
@@ -16,7 +16,7 @@ def test_the_sandbox_issues_its_samples_and_exits_cleanly(cluster: ClusterAccess
         pytest.skip("the sandbox starts its own local control plane")
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "STO_KUBECONFIG")}
     done = subprocess.run(
-        [sys.executable, "-m", "storage_token.cli", "sandbox", "--exit-after-ready", "--timeout", "90"],
+        [sys.executable, "-m", "storage_token.process.cli", "sandbox", "--exit-after-ready", "--timeout", "90"],
         capture_output=True,
         text=True,
         env=env,

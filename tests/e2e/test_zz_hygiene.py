@@ -14,8 +14,8 @@ import pytest
 from e2e_support import apply_provider, create_token, wait_condition, wait_for
 from kubernetes import client
 
-from storage_token.devcluster.controlplane import ClusterAccess
-from storage_token.sandbox import Emulators, OperatorProcess
+from storage_token.dev.cluster.controlplane import ClusterAccess
+from storage_token.dev.sandbox import Emulators, OperatorProcess
 
 
 def everything_but_secrets(cluster: ClusterAccess) -> str:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from storage_token.model.provider import (
+from storage_token.api.provider import (
     DEFAULT_MAX_DURATION,
     DEFAULT_MAX_LIVE_KEYS,
     DEFAULT_MIN_DURATION,
@@ -15,7 +15,7 @@ from storage_token.model.provider import (
     DEFAULT_MIN_RENEWAL_INTERVAL,
     Ceiling,
 )
-from storage_token.model.token import ProviderRef, SecretSpec, TokenSpec
+from storage_token.api.token import ProviderRef, SecretSpec, TokenSpec
 from storage_token.policy.ceiling import (
     EXPLICIT_CAPABILITIES,
     ceiling_violation,

@@ -16,8 +16,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage_token.model import provider as provider_model
-from storage_token.model.durations import DURATION_PATTERN, format_duration, parse_duration
+from storage_token.api import provider as provider_model
+from storage_token.api.durations import DURATION_PATTERN, format_duration, parse_duration
 
 REPO = Path(__file__).resolve().parents[2]
 

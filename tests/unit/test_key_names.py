@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage_token.config import Settings
-from storage_token.naming import DIGEST_LENGTH, install_digest, key_name, key_prefix, parse_key_name
+from storage_token.api.naming import DIGEST_LENGTH, install_digest, key_name, key_prefix, parse_key_name
+from storage_token.runtime.settings import Settings
 
 B2_NAME = re.compile(r"^[A-Za-z0-9-]{1,100}$")
 NAMESPACES = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", fullmatch=True)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from storage_token.model.provider import Ceiling, ProviderSpec
-from storage_token.model.token import Intent, ProviderRef, SecretSpec, TokenSpec, TokenStatus
+from storage_token.api.provider import Ceiling, ProviderSpec
+from storage_token.api.token import Intent, ProviderRef, SecretSpec, TokenSpec, TokenStatus
 from storage_token.policy import reasons
 from storage_token.policy.checks import decide
 from storage_token.policy.inputs import PolicyInput, ProviderState, SecretState

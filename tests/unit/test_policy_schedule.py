@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_policy_decisions import PROVIDER
 
-from storage_token.model.token import PendingRevocation, ProviderRef, SecretSpec, TokenSpec, TokenStatus
+from storage_token.api.token import PendingRevocation, ProviderRef, SecretSpec, TokenSpec, TokenStatus
 from storage_token.policy.checks import decide
 from storage_token.policy.inputs import PolicyInput, ProviderState, SecretState
 from storage_token.policy.schedule import (

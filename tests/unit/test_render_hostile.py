@@ -11,9 +11,9 @@ import pytest
 import pytest_asyncio
 from hostile_templates import HOSTILE
 
-from storage_token.model.token import SecretTemplate
-from storage_token.render_worker import BoundedRenderer
-from storage_token.secret_render import KeyMaterial, TemplateError, render_secret_data
+from storage_token.api.token import SecretTemplate
+from storage_token.secrets.render import KeyMaterial, TemplateError, render_secret_data
+from storage_token.secrets.worker import BoundedRenderer
 
 # Random-looking, so no 4-character piece of it occurs in any message text by chance.
 SECRET = "Zq7xW9vKp2RtY4mN8bHj3LcF6dGs1QaU"

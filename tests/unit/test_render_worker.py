@@ -12,9 +12,9 @@ import pytest
 import pytest_asyncio
 from test_secret_render import BARE, KEY, SECRET
 
-from storage_token.model.token import SecretTemplate
-from storage_token.render_worker import BoundedRenderer, placeholder_material
-from storage_token.secret_render import PRESETS, TemplateError, render_secret_data
+from storage_token.api.token import SecretTemplate
+from storage_token.secrets.render import PRESETS, TemplateError, render_secret_data
+from storage_token.secrets.worker import BoundedRenderer, placeholder_material
 
 # Legal for the sandbox (under its budgets) but slow: ~0.1-0.3 s of CPU in the worker.
 SLOW = "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(12) }}"

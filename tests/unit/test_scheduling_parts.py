@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage_token.controllers.runtime import WorkQueue
-from storage_token.model.durations import format_duration, parse_duration
-from storage_token.ratelimit import TokenBucket
+from storage_token.api.durations import format_duration, parse_duration
+from storage_token.runtime.ratelimit import TokenBucket
+from storage_token.runtime.workers import WorkQueue
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage_token.secret_checks import MAX_ANNOTATIONS_BYTES, MAX_SECRET_BYTES, secret_problems
+from storage_token.secrets.checks import MAX_ANNOTATIONS_BYTES, MAX_SECRET_BYTES, secret_problems
 
 GOOD_DATA = {"accessKeyId": "AKID", "rclone.conf": "[x]\n", ".s3cfg": "y", "a-b_c.D9": "z"}
 

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage_token.model.token import SecretTemplate
+from storage_token.api.token import SecretTemplate
 from storage_token.providers.base import IssuedKey
-from storage_token.secret_render import (
+from storage_token.secrets.render import (
     MAX_OUTPUT_BYTES,
     PRESETS,
     TEMPLATE_VARIABLES,

@@ -6,9 +6,8 @@ import base64
 import json
 import logging
 
-from storage_token.logs import JsonFormatter
-from storage_token.model.token import SecretSpec
-from storage_token.secret_writer import (
+from storage_token.api.token import SecretSpec
+from storage_token.controllers.secret_writer import (
     ANNOTATION_DATA_HASH,
     ANNOTATION_KEY_ID_HASH,
     LABEL_MANAGED_BY,
@@ -16,6 +15,7 @@ from storage_token.secret_writer import (
     key_id_hash,
     secret_state,
 )
+from storage_token.process.logs import JsonFormatter
 
 TOKEN = {"metadata": {"name": "app", "namespace": "team-a", "uid": "uid-1"}}
 SPEC = SecretSpec(name="app-s3", labels={"team": "a"}, annotations={"note": "x"})

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from storage_token.controllers.runtime import Workers, WorkQueue
 from storage_token.kube.leader import LeadingEvent
+from storage_token.runtime.workers import Workers, WorkQueue
 
 
 async def until(condition: Callable[[], bool], timeout: float = 2.0) -> None:

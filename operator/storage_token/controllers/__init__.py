@@ -1,5 +1,5 @@
-"""Reconcilers: gather state, ask `policy`, act through `kube` and the provider clients.
+"""Reconcilers: gather state, ask `policy`, act through `kube`, `secrets` and the provider clients.
 
-`tokens` issues, renews and revokes; `providers` verifies accounts; `sweep`
-revokes orphans; `runtime` queues and schedules the work.
+`tokens` issues, renews and revokes; `providers` verifies accounts and `provider_release` holds
+them while tokens need them; `sweep` revokes leftovers; `manager` wires watch events to queues.
 """

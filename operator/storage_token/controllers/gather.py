@@ -8,15 +8,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from storage_token.config import Settings
+from storage_token.api.conditions import condition
+from storage_token.api.provider import CLUSTER_KIND, ProviderSpec
+from storage_token.api.token import ProviderRef, TokenSpec, TokenStatus
+from storage_token.controllers.secret_writer import key_id_hash, secret_state
 from storage_token.kube.api import Kube
-from storage_token.model.conditions import condition
-from storage_token.model.provider import CLUSTER_KIND, ProviderSpec
-from storage_token.model.token import ProviderRef, TokenSpec, TokenStatus
 from storage_token.policy import reasons
 from storage_token.policy.inputs import PolicyInput, ProviderState
 from storage_token.policy.namespaces import namespace_admitted
-from storage_token.secret_writer import key_id_hash, secret_state
+from storage_token.runtime.settings import Settings
 
 RENEW_ANNOTATION = "storagetoken.dev/renew"
 # Spec fields whose change needs a new key; timing, grace and restart targets apply without one.

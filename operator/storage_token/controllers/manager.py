@@ -8,23 +8,21 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubernetes.client.rest import ApiException
-
-from storage_token import metrics
-from storage_token.config import Settings
+from storage_token.api.naming import parse_key_name
+from storage_token.api.provider import CLUSTER_KIND, ProviderSpec
+from storage_token.api.token import TokenStatus
 from storage_token.controllers.provider_release import ProviderRelease
 from storage_token.controllers.providers import ProviderController
-from storage_token.controllers.runtime import Leadership, RetryLater, Workers, WorkQueue
+from storage_token.controllers.secret_writer import LABEL_TOKEN
 from storage_token.controllers.sweep import Sweeper
 from storage_token.controllers.tokens import TokenController
-from storage_token.kube.api import Conflict, Kube, NamespaceTerminating
+from storage_token.kube.api import ApiError, Conflict, Kube, NamespaceTerminating
 from storage_token.kube.events import EventRecorder
-from storage_token.model.provider import CLUSTER_KIND, ProviderSpec
-from storage_token.model.token import TokenStatus
-from storage_token.naming import parse_key_name
-from storage_token.provider_pool import ProviderPool
 from storage_token.providers.errors import ProviderError
-from storage_token.secret_writer import LABEL_TOKEN
+from storage_token.runtime import metrics
+from storage_token.runtime.provider_pool import ProviderPool
+from storage_token.runtime.settings import Settings
+from storage_token.runtime.workers import Leadership, RetryLater, Workers, WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +200,7 @@ class Manager:
         except NamespaceTerminating:
             log.debug("token %s/%s: its namespace is terminating; waiting for the token's deletion", *key)
             return None
-        except ApiException as error:
+        except ApiError as error:
             # e.g. 429/5xx from an overloaded API server
             raise RetryLater(f"API server answered {error.status} {error.reason}") from None
         except Conflict:
@@ -239,7 +237,7 @@ class Manager:
         except NamespaceTerminating:
             log.debug("provider %s/%s/%s: its namespace is terminating", *key)
             return None
-        except ApiException as error:
+        except ApiError as error:
             raise RetryLater(f"API server answered {error.status} {error.reason}") from None
         except Conflict:
             return datetime.now(UTC) + CONFLICT_RETRY

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from storage_token.api.provider import CLUSTER_KIND, ProviderSpec
+from storage_token.api.token import TokenStatus
 from storage_token.kube.api import Kube
-from storage_token.model.provider import CLUSTER_KIND, ProviderSpec
-from storage_token.model.token import TokenStatus
 
 log = logging.getLogger(__name__)
 

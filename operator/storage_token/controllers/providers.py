@@ -7,17 +7,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from storage_token.config import Settings
+from storage_token.api.conditions import condition, set_condition
+from storage_token.api.provider import CLUSTER_KIND, ProviderSpec
+from storage_token.api.times import format_time
 from storage_token.controllers.provider_release import ProviderRelease
 from storage_token.controllers.tokens import error_reason
 from storage_token.kube.api import Kube
 from storage_token.kube.events import EventRecorder
-from storage_token.model.conditions import condition, set_condition
-from storage_token.model.provider import CLUSTER_KIND, ProviderSpec
-from storage_token.model.times import format_time
 from storage_token.policy import reasons
-from storage_token.provider_pool import CredentialsSecretMissing, ProviderPool
 from storage_token.providers.errors import ProviderError
+from storage_token.runtime.provider_pool import CredentialsSecretMissing, ProviderPool
+from storage_token.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

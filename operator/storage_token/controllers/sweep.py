@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from storage_token import metrics
-from storage_token.config import Settings
-from storage_token.model.token import TokenStatus
-from storage_token.naming import key_prefix, parse_key_name, uid8
-from storage_token.provider_pool import ProviderHandle
+from storage_token.api.naming import key_prefix, parse_key_name, uid8
+from storage_token.api.token import TokenStatus
 from storage_token.providers.base import KeyInfo
 from storage_token.providers.errors import NotFoundError, ProviderError
+from storage_token.runtime import metrics
+from storage_token.runtime.provider_pool import ProviderHandle
+from storage_token.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,22 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from storage_token import metrics
-from storage_token.config import Settings
+from storage_token.api.conditions import condition, set_condition
+from storage_token.api.naming import key_name
+from storage_token.api.times import format_time, parse_time
+from storage_token.api.token import PendingRevocation, ProviderRef, TokenSpec, TokenStatus
 from storage_token.controllers.gather import ProviderCache, gather, resolve_provider
+from storage_token.controllers.secret_writer import (
+    ANNOTATION_KEY_ID_HASH,
+    ANNOTATION_REVISION,
+    build_secret,
+    is_owned_by,
+    key_id_hash,
+    secret_state,
+    write_secret,
+)
 from storage_token.kube.api import Conflict, Kube
 from storage_token.kube.events import EventRecorder
-from storage_token.model.conditions import condition, set_condition
-from storage_token.model.times import format_time, parse_time
-from storage_token.model.token import PendingRevocation, ProviderRef, TokenSpec, TokenStatus
-from storage_token.naming import key_name
 from storage_token.policy import reasons
 from storage_token.policy.ceiling import manual_renewal_allowed_at
 from storage_token.policy.checks import Verdict, decide
@@ -34,7 +41,6 @@ from storage_token.policy.schedule import (
     renewal_time,
     revocation_due,
 )
-from storage_token.provider_pool import ProviderHandle, ProviderPool
 from storage_token.providers.base import IssuedKey, KeySpec
 from storage_token.providers.errors import (
     BadRequestError,
@@ -45,18 +51,12 @@ from storage_token.providers.errors import (
     QuotaExceededError,
     RetryableError,
 )
-from storage_token.render_worker import BoundedRenderer, RenderWorkerError
-from storage_token.secret_checks import secret_problems
-from storage_token.secret_render import KeyMaterial, TemplateError
-from storage_token.secret_writer import (
-    ANNOTATION_KEY_ID_HASH,
-    ANNOTATION_REVISION,
-    build_secret,
-    is_owned_by,
-    key_id_hash,
-    secret_state,
-    write_secret,
-)
+from storage_token.runtime import metrics
+from storage_token.runtime.provider_pool import ProviderHandle, ProviderPool
+from storage_token.runtime.settings import Settings
+from storage_token.secrets.checks import secret_problems
+from storage_token.secrets.render import KeyMaterial, TemplateError
+from storage_token.secrets.worker import BoundedRenderer, RenderWorkerError
 
 log = logging.getLogger(__name__)
 

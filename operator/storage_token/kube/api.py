@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from storage_token.model.token import API_GROUP, API_VERSION
+from storage_token.api.token import API_GROUP, API_VERSION
 
 Body = dict[str, Any]
 
@@ -38,7 +38,17 @@ class Conflict(Exception):
     """The object changed (or appeared) since it was read."""
 
 
-class NamespaceTerminating(ApiException):  # type: ignore[misc]  # the client is untyped
+class ApiError(Exception):
+    """The API server refused a request (other than 404 and 409), e.g. 429/5xx under load or 403.
+
+    The controllers see this, never the client library's own exception type."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status, self.reason = status, reason
+        super().__init__(f"{status} {reason}")
+
+
+class NamespaceTerminating(ApiError):
     """403: the namespace is being deleted, so the API server refuses new objects in it.
 
     Objects there still get reconciled (finalizers); nothing created for them can land, and
@@ -81,7 +91,7 @@ class Kube:
                 raise Conflict(str(error.reason)) from None
             if error.status == 403 and NAMESPACE_TERMINATING in str(error.body or ""):
                 raise NamespaceTerminating(status=403, reason="namespace terminating") from None
-            raise
+            raise ApiError(int(error.status or 0), str(error.reason or "")) from None
         data: Body = json.loads(response.data or b"{}")
         return data
 
@@ -150,7 +160,7 @@ class Kube:
         ]
         try:
             return await self._write(self._core.patch_namespaced_secret, name, namespace, patch)
-        except ApiException as error:
+        except ApiError as error:
             if error.status == 422:  # the test op failed: the Secret changed since it was read
                 raise Conflict("the Secret changed since it was read") from None
             raise

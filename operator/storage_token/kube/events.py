@@ -6,10 +6,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes.client.rest import ApiException
-
-from storage_token.kube.api import Kube, NamespaceTerminating
-from storage_token.model.times import format_time
+from storage_token.api.times import format_time
+from storage_token.kube.api import ApiError, Kube, NamespaceTerminating
 
 log = logging.getLogger(__name__)
 COMPONENT = "storage-token-operator"
@@ -49,7 +47,7 @@ class EventRecorder:
             await self.kube.create_event(namespace, body)
         except NamespaceTerminating:
             log.debug("event %s for %s/%s dropped: namespace terminating", reason, namespace, meta.get("name"))
-        except ApiException as error:  # an event is best effort: never fail the reconcile for it
+        except ApiError as error:  # an event is best effort: never fail the reconcile for it
             log.warning(
                 "could not post event %s for %s/%s: %s %s",
                 reason,

@@ -28,9 +28,9 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from storage_token.model.durations import format_duration
-from storage_token.model.provider import Ceiling
-from storage_token.model.token import TokenSpec
+from storage_token.api.durations import format_duration
+from storage_token.api.provider import Ceiling
+from storage_token.api.token import TokenSpec
 from storage_token.policy.schedule import DEFAULT_RENEW_FRACTION, JITTER_FRACTION
 from storage_token.providers.b2.capabilities import (
     FORBIDDEN_CAPABILITIES,

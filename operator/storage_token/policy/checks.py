@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from storage_token.model.durations import format_duration
+from storage_token.api.durations import format_duration
 from storage_token.policy import reasons
 from storage_token.policy.ceiling import (
     ceiling_violation,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from storage_token.model.provider import ProviderSpec
-from storage_token.model.token import TokenSpec, TokenStatus
+from storage_token.api.provider import ProviderSpec
+from storage_token.api.token import TokenSpec, TokenStatus
 
 
 @dataclass(frozen=True)

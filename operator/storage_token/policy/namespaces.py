@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from storage_token.model.provider import CLUSTER_KIND, NamespaceRule, ProviderSpec
+from storage_token.api.provider import CLUSTER_KIND, NamespaceRule, ProviderSpec
 
 
 def _requirement_holds(labels: Mapping[str, str], requirement: Mapping[str, Any]) -> bool:

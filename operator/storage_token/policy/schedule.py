@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from storage_token.model.token import PendingRevocation, TokenSpec
+from storage_token.api.token import PendingRevocation, TokenSpec
 
 DEFAULT_RENEW_FRACTION = 2 / 3  # of the lifetime actually granted
 JITTER_FRACTION = 0.05  # of the lifetime; renewals only ever move earlier

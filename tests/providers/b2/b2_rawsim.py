@@ -19,8 +19,8 @@ from typing import Any
 from b2sdk._internal import exception as b2_errors
 from b2sdk._internal.raw_simulator import RawSimulator
 
-from storage_token.emulators.faults import Fault
-from storage_token.emulators.server import EmulatorServer, Request, Response
+from storage_token.dev.emulators.faults import Fault
+from storage_token.dev.emulators.server import EmulatorServer, Request, Response
 
 _PATH = re.compile(r"/b2api/v(\d+)/(b2_[a-z_]+)")
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from storage_token.cli import main
-from storage_token.emulators.b2 import B2Emulator
+from storage_token.dev.emulators.b2 import B2Emulator
+from storage_token.process.cli import main
 
 MASTER_ID, MASTER_KEY = "000c11000000000000000001", "K000masterSecretForCliTests"
 

@@ -19,7 +19,7 @@ pytest.importorskip("b2sdk")
 
 from b2_rawsim import RawSimulatorServer
 
-from storage_token.emulators.b2 import B2Emulator
+from storage_token.dev.emulators.b2 import B2Emulator
 from storage_token.providers.b2 import B2Provider
 from storage_token.providers.base import KeySpec
 from storage_token.providers.errors import MissingCapabilitiesError

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from storage_token.emulators.b2 import B2Emulator
+from storage_token.dev.emulators.b2 import B2Emulator
 
 MASTER_ID, MASTER_KEY = "000a1b2c3d4e0000000000001", "K000masterSecretForEmulatorTests"
 BUCKETS = ["photos", "logs", "backup"]
@@ -350,7 +350,7 @@ def test_b2_emulator_runs_from_the_command_line() -> None:
     command = [
         sys.executable,
         "-m",
-        "storage_token.cli",
+        "storage_token.process.cli",
         "emulator",
         "b2",
         "--master-key",

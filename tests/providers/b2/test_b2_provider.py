@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from storage_token.emulators.b2 import B2Emulator
+from storage_token.dev.emulators.b2 import B2Emulator
 from storage_token.providers.b2 import B2Provider
 from storage_token.providers.base import KeySpec, Provider
 from storage_token.providers.errors import BadRequestError, MissingCapabilitiesError, PermissionDeniedError

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from storage_token.emulators.b2 import B2Emulator
+from storage_token.dev.emulators.b2 import B2Emulator
 from storage_token.providers.b2 import B2Provider
 from storage_token.providers.base import KeySpec
 from storage_token.providers.errors import CredentialsError, ProviderError, RetryableError

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from storage_token.cli import main
-from storage_token.emulators.us3 import US3Emulator
+from storage_token.dev.emulators.us3 import US3Emulator
+from storage_token.process.cli import main
 
 PUBLIC_KEY = "cli@example.com"
 PRIVATE_KEY = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1"
@@ -156,7 +156,7 @@ def test_missing_credentials_exit_2(
 
 def test_emulator_and_provider_as_processes() -> None:
     """`storage-token emulator us3` prints its URL, serves, and stops cleanly on SIGTERM."""
-    cli = [sys.executable, "-m", "storage_token.cli"]
+    cli = [sys.executable, "-m", "storage_token.process.cli"]
     emulator = subprocess.Popen(
         [
             *cli,

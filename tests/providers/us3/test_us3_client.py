@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from storage_token.emulators.us3 import US3Emulator
+from storage_token.dev.emulators.us3 import US3Emulator
 from storage_token.providers.base import KeySpec, Provider
 from storage_token.providers.errors import (
     BadRequestError,

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from storage_token.emulators.us3 import US3Emulator, main
+from storage_token.dev.emulators.us3 import US3Emulator, main
 from storage_token.providers.us3.signing import Value, flatten, sign
 
 PUBLIC_KEY = "ops@example.com"

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
-from storage_token.emulators.us3 import signature_ok
+from storage_token.dev.emulators.us3 import signature_ok
 from storage_token.providers.errors import (
     BadRequestError,
     CredentialsError,

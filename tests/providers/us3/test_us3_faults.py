@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from storage_token.emulators.us3 import US3Emulator
+from storage_token.dev.emulators.us3 import US3Emulator
 from storage_token.providers.base import KeySpec
 from storage_token.providers.errors import RetryableError
 from storage_token.providers.retry import RetryPolicy

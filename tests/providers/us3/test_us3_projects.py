@@ -9,7 +9,7 @@ import httpx
 import pytest
 from us3_recording import RecordingTransport
 
-from storage_token.emulators.us3 import US3Emulator
+from storage_token.dev.emulators.us3 import US3Emulator
 from storage_token.providers.base import KeySpec
 from storage_token.providers.errors import (
     BadRequestError,

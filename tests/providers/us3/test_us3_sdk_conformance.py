@@ -24,7 +24,7 @@ from ucloud.services.uaccount.schemas import apis as uaccount_apis
 from ucloud.services.ufile.schemas import apis as ufile_apis
 from us3_recording import RecordingTransport
 
-from storage_token.emulators.us3 import US3Emulator
+from storage_token.dev.emulators.us3 import US3Emulator
 from storage_token.providers.base import KeySpec
 from storage_token.providers.retry import RetryPolicy
 from storage_token.providers.us3 import US3Provider

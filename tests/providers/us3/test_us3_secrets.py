@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from storage_token.emulators.us3 import US3Emulator
+from storage_token.dev.emulators.us3 import US3Emulator
 from storage_token.providers.base import KeySpec
 from storage_token.providers.errors import ProviderError
 from storage_token.providers.retry import RetryPolicy

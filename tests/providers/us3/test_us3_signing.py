@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from storage_token.emulators.us3 import signature_ok
+from storage_token.dev.emulators.us3 import signature_ok
 from storage_token.providers.us3.signing import Value, encode_scalar, flatten, sign, signature
 
 PRIVATE_KEY = "46f09bb9fab4f12dfc160dae12273d5332b5debe"

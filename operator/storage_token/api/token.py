@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from storage_token.model.durations import parse_duration
-from storage_token.model.times import format_time, parse_time
+from storage_token.api.durations import parse_duration
+from storage_token.api.times import format_time, parse_time
 
 API_GROUP = "storagetoken.dev"
 API_VERSION = "v1alpha1"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from storage_token.model.durations import parse_duration
+from storage_token.api.durations import parse_duration
 
 NAMESPACED_KIND = "StorageProvider"
 CLUSTER_KIND = "ClusterStorageProvider"

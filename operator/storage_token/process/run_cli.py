@@ -9,8 +9,8 @@ import os
 import sys
 from typing import Any
 
-from storage_token.config import Settings, env_duration
-from storage_token.logs import configure_logging
+from storage_token.process.logs import configure_logging
+from storage_token.runtime.settings import Settings, env_duration
 
 
 def add_parser(subparsers: Any) -> None:
@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format, settings.log_level)
     import kopf
 
-    from storage_token import handlers, metrics
+    from storage_token.process import handlers
+    from storage_token.runtime import metrics
 
     metrics.serve(settings.metrics_port)
     memo = kopf.Memo()

@@ -17,8 +17,8 @@ import json
 from dataclasses import fields
 from typing import Any
 
-from storage_token.emulators.faults import Fault, FaultInjector
-from storage_token.emulators.server import EmulatorServer, Request, Response
+from storage_token.dev.emulators.faults import Fault, FaultInjector
+from storage_token.dev.emulators.server import EmulatorServer, Request, Response
 
 CONTROL_PREFIX = "/_emulator/"
 CONTROL_CALL = "_emulator"

@@ -17,7 +17,7 @@ JSON (never pickle: a compromised worker must not be able to run code in the ope
 worker starts with an empty environment (`python -I`, no variables), so it holds none of the
 operator's credentials or service-account settings.
 
-Run as ``python -m storage_token.render_worker --memory BYTES --cpu SECONDS`` by the parent.
+Run as ``python -m storage_token.secrets.worker --memory BYTES --cpu SECONDS`` by the parent.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final
 
-from storage_token.model.token import SecretTemplate
-from storage_token.secret_render import KeyMaterial, TemplateError, limit_error, render_secret_data, validate_template
+from storage_token.api.token import SecretTemplate
+from storage_token.secrets.render import KeyMaterial, TemplateError, limit_error, render_secret_data, validate_template
 
 __all__ = [
     "DEFAULT_MEMORY_BYTES",
@@ -271,7 +271,7 @@ def _handle(request: Mapping[str, Any], send: Callable[[object], None]) -> dict[
 
 def main(argv: list[str] | None = None) -> None:
     """The worker: limit itself, say it is ready, then serve requests until stdin closes."""
-    parser = argparse.ArgumentParser(prog="storage_token.render_worker")
+    parser = argparse.ArgumentParser(prog="storage_token.secrets.worker")
     parser.add_argument("--memory", type=int, default=DEFAULT_MEMORY_BYTES)
     parser.add_argument("--cpu", type=int, default=2)
     args = parser.parse_args(argv)
@@ -537,8 +537,8 @@ class BoundedRenderer:
             sys.executable,
             "-I",  # ignore PYTHON* variables, the user site and the working directory
             "-c",
-            "import sys; sys.path.insert(0, sys.argv.pop(1)); from storage_token.render_worker import main; main()",
-            str(Path(__file__).resolve().parent.parent),
+            "import sys; sys.path.insert(0, sys.argv.pop(1)); from storage_token.secrets.worker import main; main()",
+            str(Path(__file__).resolve().parents[2]),  # the directory holding the storage_token package
             "--memory",
             str(self.memory_bytes),
             "--cpu",

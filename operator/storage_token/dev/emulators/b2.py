@@ -46,16 +46,16 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from storage_token.emulators.b2_store import ApiError, Key, KeyStore
-from storage_token.emulators.clock import Clock
-from storage_token.emulators.control import (
+from storage_token.dev.emulators.b2_store import ApiError, Key, KeyStore
+from storage_token.dev.emulators.clock import Clock
+from storage_token.dev.emulators.control import (
     CONTROL_PREFIX,
     ApiFaults,
     ControlledEmulator,
     control_call_name,
 )
-from storage_token.emulators.faults import Fault
-from storage_token.emulators.server import Request, Response
+from storage_token.dev.emulators.faults import Fault
+from storage_token.dev.emulators.server import Request, Response
 
 VERSIONS = (3, 4)
 _API_PATH = re.compile(r"/b2api/v(\d+)/(b2_[a-z_]+)")

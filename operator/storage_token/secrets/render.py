@@ -52,7 +52,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 from jinja2.visitor import NodeTransformer
 
-from storage_token.model.token import SecretTemplate
+from storage_token.api.token import SecretTemplate
 from storage_token.providers.base import IssuedKey
 
 __all__ = [

@@ -26,8 +26,8 @@ from types import TracebackType
 
 import yaml
 
-from storage_token.devcluster.binaries import Binaries, ensure_binaries
-from storage_token.devcluster.pki import CertificateAuthority, CertPair, service_account_keys
+from storage_token.dev.cluster.binaries import Binaries, ensure_binaries
+from storage_token.dev.cluster.pki import CertificateAuthority, CertPair, service_account_keys
 
 
 def free_port() -> int:
@@ -231,7 +231,7 @@ def existing_cluster() -> ClusterAccess | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m storage_token.devcluster.controlplane`: bring a cluster up until Ctrl-C."""
+    """`python -m storage_token.dev.cluster.controlplane`: bring a cluster up until Ctrl-C."""
     started = time.monotonic()
     with LocalControlPlane() as plane:
         elapsed = time.monotonic() - started

@@ -31,9 +31,16 @@ def _kubectl(kubectl: str, kubeconfig: Path, *args: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from storage_token.devcluster.binaries import ensure_binaries
-    from storage_token.devcluster.controlplane import LocalControlPlane, existing_cluster
-    from storage_token.sandbox import CRD_DIR, Emulators, OperatorProcess, sample_manifests, wait_until, write_manifests
+    from storage_token.dev.cluster.binaries import ensure_binaries
+    from storage_token.dev.cluster.controlplane import LocalControlPlane, existing_cluster
+    from storage_token.dev.sandbox import (
+        CRD_DIR,
+        Emulators,
+        OperatorProcess,
+        sample_manifests,
+        wait_until,
+        write_manifests,
+    )
 
     binaries = ensure_binaries()
     kubectl = str(binaries.kubectl)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from storage_token.emulators.clock import Clock
-from storage_token.emulators.faults import Fault, FaultInjector
+from storage_token.dev.emulators.clock import Clock
+from storage_token.dev.emulators.faults import Fault, FaultInjector
 
 
 @dataclass

@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine, Hashable
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from storage_token import metrics
+from storage_token.runtime import metrics
 
 log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)

@@ -16,11 +16,11 @@ from typing import Any
 
 import kopf
 
-from storage_token.config import Settings
+from storage_token.api.token import API_GROUP, API_VERSION
 from storage_token.controllers.manager import Manager
 from storage_token.kube.api import Kube, load_api_client
 from storage_token.kube.leader import LeaderElector
-from storage_token.model.token import API_GROUP, API_VERSION
+from storage_token.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 SETTINGS_KEY = "storage_token_settings"

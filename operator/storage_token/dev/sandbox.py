@@ -18,13 +18,13 @@ from typing import Any
 
 import yaml
 
-from storage_token.config import Settings
-from storage_token.emulators.b2 import B2Emulator
-from storage_token.emulators.us3 import US3Emulator
-from storage_token.model.token import API_GROUP, API_VERSION
-from storage_token.naming import key_prefix
+from storage_token.api.naming import key_prefix
+from storage_token.api.token import API_GROUP, API_VERSION
+from storage_token.dev.emulators.b2 import B2Emulator
+from storage_token.dev.emulators.us3 import US3Emulator
+from storage_token.runtime.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CRD_DIR = REPO / "crds"
 # Every bucket, short keys, frequent renewals, long grace periods and instant manual renewals:
 # what tests and the sandbox need of an emulator account (the CRD defaults are much tighter).
@@ -142,7 +142,7 @@ class OperatorProcess:
         argv = [
             sys.executable,
             "-m",
-            "storage_token.cli",
+            "storage_token.process.cli",
             "run",
             f"--kubeconfig={self.kubeconfig}",
             f"--cluster-id={self.cluster_id}",

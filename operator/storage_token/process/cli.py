@@ -14,7 +14,7 @@ import sys
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    module = importlib.import_module(f"storage_token.emulators.{args.kind}")
+    module = importlib.import_module(f"storage_token.dev.emulators.{args.kind}")
     result: int = module.main(args.rest)
     return result
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storage-token", description=__doc__.split("\n\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
 
-    from storage_token import provider_cli
+    from storage_token.process import provider_cli
 
     provider_cli.add_parser(subparsers)
 
@@ -32,9 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("rest", nargs=argparse.REMAINDER, help="options of that emulator (see its --help)")
     emulator.set_defaults(func=_emulator)
 
-    for name in ("run", "sandbox"):
+    # The development harness (storage_token.dev) is not in the operator image: its commands are
+    # offered only where it is installed.
+    for name in ("storage_token.process.run_cli", "storage_token.dev.sandbox_cli"):
         try:
-            module = importlib.import_module(f"storage_token.{name}_cli")
+            module = importlib.import_module(name)
         except ModuleNotFoundError:
             continue
         module.add_parser(subparsers)

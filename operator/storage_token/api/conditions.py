@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from storage_token.model.times import format_time
+from storage_token.api.times import format_time
 
 
 def set_condition(

@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from storage_token.model.durations import parse_duration
-from storage_token.naming import install_digest
+from storage_token.api.durations import parse_duration
+from storage_token.api.naming import install_digest
 
 _ID = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _INSTALL_ID = re.compile(r"^[A-Za-z0-9._/-]*$")

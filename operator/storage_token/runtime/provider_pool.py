@@ -11,14 +11,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from storage_token import metrics
+from storage_token.api.provider import ProviderSpec
 from storage_token.kube.api import Kube
-from storage_token.model.provider import ProviderSpec
 from storage_token.providers.base import Provider
 from storage_token.providers.errors import CredentialsError, ProviderError
 from storage_token.providers.registry import CREDENTIAL_KEYS, build_provider
-from storage_token.ratelimit import TokenBucket
-from storage_token.secret_data import decode_secret_data
+from storage_token.runtime import metrics
+from storage_token.runtime.ratelimit import TokenBucket
+from storage_token.secrets.data import decode_secret_data
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

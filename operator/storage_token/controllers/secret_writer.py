@@ -7,8 +7,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from storage_token.api.token import API_GROUP, API_VERSION, SecretSpec
 from storage_token.kube.api import Conflict, Kube
-from storage_token.model.token import API_GROUP, API_VERSION, SecretSpec
 from storage_token.policy.inputs import SecretState
 
 MANAGED_BY = "storage-token-operator"

@@ -32,16 +32,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from storage_token.emulators.clock import Clock
-from storage_token.emulators.control import (
+from storage_token.dev.emulators.clock import Clock
+from storage_token.dev.emulators.control import (
     CONTROL_PREFIX,
     ApiFaults,
     ControlledEmulator,
     control_call_name,
 )
-from storage_token.emulators.faults import Fault
-from storage_token.emulators.server import Request, Response
-from storage_token.emulators.us3_store import ApiError, Params, TokenStore
+from storage_token.dev.emulators.faults import Fault
+from storage_token.dev.emulators.server import Request, Response
+from storage_token.dev.emulators.us3_store import ApiError, Params, TokenStore
 
 _FAULT_MESSAGES = {150: "Service unavailable", 153: "Too many requests, rate limited"}
 

@@ -1,0 +1,1 @@
+"""The operator process: the `storage-token` CLI, kopf wiring (`handlers`), logging."""
