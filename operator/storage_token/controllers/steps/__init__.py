@@ -1,0 +1,1 @@
+"""The StorageToken reconciler's steps, one job per module, talking through `.status`."""

@@ -1,0 +1,180 @@
+"""Recording what an issuance did: the new key in status (the old one queued), or the failure and its backoff."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from storage_token.api.conditions import set_condition
+from storage_token.api.times import format_time, parse_time
+from storage_token.api.token import PendingRevocation, TokenSpec, TokenStatus
+from storage_token.controllers.steps.base import (
+    KIND,
+    RESTART_ANNOTATION,
+    Outcome,
+    TokenSteps,
+    error_reason,
+)
+from storage_token.policy import reasons
+from storage_token.policy.checks import Verdict
+from storage_token.policy.inputs import PolicyInput
+from storage_token.policy.schedule import (
+    backoff_delay,
+    backoff_wakeup,
+    next_wakeup,
+    renewal_time,
+    revocation_due,
+)
+from storage_token.providers.base import IssuedKey
+from storage_token.providers.errors import (
+    ProviderError,
+)
+from storage_token.runtime import metrics
+from storage_token.runtime.provider_pool import ProviderHandle
+
+log = logging.getLogger(__name__)
+
+
+class RecordingSteps(TokenSteps):
+    async def _record_issued(
+        self,
+        token: dict[str, Any],
+        value: PolicyInput,
+        handle: ProviderHandle,
+        issued: IssuedKey,
+        revision: int,
+        why: Verdict,
+        spec_hash: str,
+    ) -> Outcome:
+        """`spec_hash`: the spec the key was asked for (a recovered key may predate a spec change)."""
+        meta, status, spec, now = token["metadata"], value.status, value.spec, value.now
+        provider_name = f"{spec.provider_ref.kind}/{spec.provider_ref.name}"
+        pending = list(TokenStatus.parse(token.get("status")).pending_revocations)
+        if status.key_id and status.key_id != issued.key_id:
+            grace = spec.revoke_grace_period
+            if why.reason in (reasons.KEY_EXPIRED, reasons.KEY_REVOKED_AT_PROVIDER):
+                grace = grace * 0  # nothing is using a dead key
+            pending.append(
+                PendingRevocation(
+                    key_id=status.key_id,
+                    key_name=status.key_name,
+                    provider=status.provider or provider_name,
+                    due_at=revocation_due(grace, now, status.not_after),
+                    not_after=status.not_after,
+                    secret_name=status.secret_name,
+                )
+            )
+        # Status keeps whole seconds: schedule from the values as stored, so a restart computes the same time.
+        issued_at = parse_time(format_time(now))
+        assert issued_at is not None
+        renew_at = renewal_time(spec, issued_at, parse_time(format_time(issued.not_after)), f"{meta['uid']}/{revision}")
+        conditions = (token.get("status") or {}).get("conditions") or []
+        conditions = set_condition(
+            conditions, "Issuing", False, reasons.ISSUED, f"issued key {issued.key_name}", now, value.generation
+        )
+        message = (
+            f"key {issued.key_name} valid until {format_time(issued.not_after)}; renews at {format_time(renew_at)}"
+        )
+        conditions = set_condition(conditions, "Ready", True, reasons.ISSUED, message, now, value.generation)
+        patch = {
+            "observedGeneration": value.generation,
+            "conditions": conditions,
+            "providerType": handle.spec.type,
+            "provider": provider_name,
+            "secretName": spec.secret.name,
+            "keyId": issued.key_id,
+            "keyName": issued.key_name,
+            "issuedAt": format_time(issued_at),
+            "notAfter": format_time(issued.not_after),
+            "renewalTime": format_time(renew_at),
+            "revision": revision,
+            "specHash": spec_hash,
+            "intent": None,
+            "failedAttempts": 0,
+            "lastFailure": None,
+            "nextAttempt": None,
+            "handledRenewRequest": value.renew_request or None,
+            "pendingRevocations": [p.to_status() for p in pending],
+        }
+        written = await self._patch_status(token, patch)
+        self.missing_keys.discard(status.key_id)
+        renewed = bool(status.key_id)
+        metrics.record_issuance(handle.spec.type, "renewed" if renewed else "issued")
+        await self.events.record(
+            token,
+            KIND,
+            "Renewed" if renewed else reasons.ISSUED,
+            f"issued key {issued.key_name} (revision {revision}, {why.reason}), "
+            f"valid until {format_time(issued.not_after)}",
+        )
+        if renewed:
+            await self._restart_targets(token, spec, now)
+        if status.secret_name and status.secret_name != spec.secret.name:
+            await self._delete_old_secret(meta, status.secret_name)
+        return Outcome(
+            wakeup=next_wakeup(now, renew_at, issued.not_after, None, pending),
+            body=written or token,
+        )
+
+    async def _failed(
+        self, token: dict[str, Any], status: TokenStatus, error: ProviderError, now: datetime, keep_intent: bool
+    ) -> Outcome:
+        meta = token["metadata"]
+        attempts = status.failed_attempts + 1
+        delay = backoff_delay(attempts, meta["uid"], error.retry_after)
+        retry_at = now + delay
+        reason = error_reason(error)
+        generation = int(meta.get("generation") or 0)
+        conditions = (token.get("status") or {}).get("conditions") or []
+        conditions = set_condition(conditions, "Issuing", False, reason, str(error), now, generation)
+        still_valid = status.not_after is not None and status.not_after > now and bool(status.key_id)
+        retrying = f"{error}; attempt {attempts + 1} at {format_time(retry_at)}"
+        if still_valid:
+            # Like cert-manager: Ready says whether the Secret holds a valid key; Issuing says renewal fails.
+            conditions = set_condition(
+                conditions,
+                "Ready",
+                True,
+                reasons.ISSUED,
+                f"key {status.key_name} valid until {format_time(status.not_after)}; renewal failing ({reason}), "
+                f"next attempt at {format_time(retry_at)}; the current key stays in the Secret until it expires",
+                now,
+                generation,
+            )
+        else:
+            conditions = set_condition(conditions, "Ready", False, reason, retrying, now, generation)
+        patch: dict[str, Any] = {
+            "conditions": conditions,
+            "failedAttempts": attempts,
+            "lastFailure": {"time": format_time(now), "reason": reason, "message": str(error)},
+            "nextAttempt": format_time(retry_at),
+            "observedGeneration": generation,
+        }
+        if not keep_intent:
+            patch["intent"] = None
+        written = await self._patch_status(token, patch)
+        log.warning("issuing for %s/%s failed (%s): %s", meta["namespace"], meta["name"], reason, error)
+        await self.events.record(token, KIND, reasons.ISSUE_FAILED, f"{reason}: {error}", warning=True)
+        wakeup = backoff_wakeup(now, retry_at, status.not_after, status.pending_revocations)
+        return Outcome(wakeup=wakeup, body=written or token)
+
+    async def _restart_targets(self, token: dict[str, Any], spec: TokenSpec, now: datetime) -> None:
+        meta = token["metadata"]
+        stamp = format_time(now)
+        patch = {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: stamp}}}}}
+        for target in spec.restart_targets:
+            try:
+                result = await self.kube.patch_workload(target.kind, meta["namespace"], target.name, patch)
+            except Exception as error:  # noqa: BLE001 - a restart is best effort; the event says what failed
+                result, reason = None, str(error)[:200]
+            else:
+                reason = "not found"
+            if result is None:
+                await self.events.record(
+                    token,
+                    KIND,
+                    "RestartFailed",
+                    f"could not restart {target.kind} {target.name}: {reason}",
+                    warning=True,
+                )
