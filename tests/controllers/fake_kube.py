@@ -349,6 +349,9 @@ class FakeKube:
 
         await self._request("create_event", locals(), run, write=True)
 
+    async def get_workload(self, kind: str, namespace: str, name: str) -> Body | None:
+        return await self._request("get_workload", locals(), lambda: self.get(kind, namespace, name))
+
     async def patch_workload(self, kind: str, namespace: str, name: str, patch: Body) -> Body | None:
         return await self._request(
             "patch_workload", locals(), lambda: self._patch(kind, namespace, name, patch, status=False), write=True

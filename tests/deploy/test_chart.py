@@ -19,9 +19,9 @@ NAMESPACED_RULES = {
     (GROUP, "storageproviders/status"): {"get", "patch"},
     ("", "secrets"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("", "events"): {"create"},
-    ("apps", "deployments"): {"patch"},
-    ("apps", "statefulsets"): {"patch"},
-    ("apps", "daemonsets"): {"patch"},
+    ("apps", "deployments"): {"get", "patch"},
+    ("apps", "statefulsets"): {"get", "patch"},
+    ("apps", "daemonsets"): {"get", "patch"},
 }
 CLUSTER_RULES = {
     (GROUP, "clusterstorageproviders"): {"get", "list", "watch", "patch"},

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import apply_crds, delete_namespace
+from e2e_support import apply_crds, delete_namespace, metrics_text, scan_for_key_material
 from kubernetes import client, config
 
 from storage_token.dev.cluster.controlplane import ClusterAccess, LocalControlPlane, existing_cluster, free_port
@@ -82,5 +82,10 @@ def operator(
         env={"STO_SWEEP_INTERVAL": "5s", "STO_SWEEP_MIN_AGE": "20s", "STO_PROVIDER_RECHECK_INTERVAL": "30s"},
     ).start()
     yield process
+    # Nothing secret escapes, whatever ran: checked once every test of the session is done.
+    scan = cluster.binaries is not None and bool(emulators.issued_secrets())
+    metrics = metrics_text(process) if scan else ""
     process.stop()
     delete_namespace(api, OPERATOR_NAMESPACE)
+    if scan:
+        scan_for_key_material(cluster, emulators, sorted(tmp_path_factory.getbasetemp().rglob("*.log")), metrics)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,6 +12,9 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+from storage_token.dev.cluster.controlplane import ClusterAccess
+from storage_token.dev.sandbox import OperatorProcess
 
 T = TypeVar("T")
 
@@ -200,3 +205,43 @@ def wait_gone(read: Callable[[], object], timeout: float, what: str) -> None:
         return False
 
     wait_for(gone, timeout, what)
+
+
+def everything_but_secrets(cluster: ClusterAccess) -> str:
+    assert cluster.binaries is not None
+    kubectl = [str(cluster.binaries.kubectl), f"--kubeconfig={cluster.kubeconfig}"]
+    names = subprocess.run(
+        [*kubectl, "api-resources", "--verbs=list", "-o", "name"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    kinds = [n for n in names if n.split(".")[0] != "secrets"]
+    dump = subprocess.run(
+        [*kubectl, "get", ",".join(kinds), "--all-namespaces", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert dump.stdout, dump.stderr
+    return dump.stdout
+
+
+def metrics_text(operator: OperatorProcess) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+        return text
+
+
+def scan_for_key_material(cluster: ClusterAccess, emulators: Any, logs: list[Path], metrics: str) -> None:
+    """Every issued secret and account key, searched for in every operator log of the session, every
+    object the API server holds except Secrets (events included) and the metrics."""
+    needles = [s for s in emulators.issued_secrets() + emulators.account_secrets() if len(s) >= 8]
+    haystacks = {
+        **{f"operator log {path.name}": path.read_text(errors="replace") for path in logs},
+        "objects except Secrets (events included)": everything_but_secrets(cluster),
+        "metrics": metrics,
+    }
+    assert len(needles) >= 4 and logs, "the scan would prove nothing"
+    for where, text in haystacks.items():
+        leaked = [f"{n[:4]}…" for n in needles if n in text]
+        assert not leaked, f"{len(leaked)} secret(s) found in {where}: {leaked}"
+    # The haystack really holds what we think: the events name issued keys.
+    assert "issued key sto-" in haystacks["objects except Secrets (events included)"]

@@ -28,7 +28,16 @@ def deployment(name: str) -> client.V1Deployment:
             selector=client.V1LabelSelector(match_labels=labels),
             template=client.V1PodTemplateSpec(
                 metadata=client.V1ObjectMeta(labels=labels),
-                spec=client.V1PodSpec(containers=[client.V1Container(name="app", image="app:1")]),
+                spec=client.V1PodSpec(
+                    containers=[
+                        client.V1Container(
+                            name="app",
+                            image="app:1",
+                            # it reads the token's Secret: only such a workload is restarted
+                            env_from=[client.V1EnvFromSource(secret_ref=client.V1SecretEnvSource(name="app"))],
+                        )
+                    ]
+                ),
             ),
         ),
     )

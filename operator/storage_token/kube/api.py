@@ -190,6 +190,10 @@ class Kube:
     async def create_event(self, namespace: str, body: Body) -> None:
         await self._write(self._core.create_namespaced_event, namespace, body)
 
+    async def get_workload(self, kind: str, namespace: str, name: str) -> Body | None:
+        apps = client.AppsV1Api(self.api)
+        return await self._raw(getattr(apps, f"read_namespaced_{WORKLOAD_METHODS[kind]}"), name, namespace)
+
     async def patch_workload(self, kind: str, namespace: str, name: str, patch: Body) -> Body | None:
         apps = client.AppsV1Api(self.api)
         function = getattr(apps, f"patch_namespaced_{WORKLOAD_METHODS[kind]}")

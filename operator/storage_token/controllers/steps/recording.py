@@ -8,14 +8,13 @@ from typing import Any
 
 from storage_token.api.conditions import set_condition
 from storage_token.api.times import format_time, parse_time
-from storage_token.api.token import PendingRevocation, TokenSpec, TokenStatus
+from storage_token.api.token import PendingRevocation, TokenStatus
 from storage_token.controllers.steps.base import (
     KIND,
-    RESTART_ANNOTATION,
     Outcome,
-    TokenSteps,
     error_reason,
 )
+from storage_token.controllers.steps.restarts import RestartSteps
 from storage_token.policy import reasons
 from storage_token.policy.checks import Verdict
 from storage_token.policy.inputs import PolicyInput
@@ -36,7 +35,7 @@ from storage_token.runtime.provider_pool import ProviderHandle
 log = logging.getLogger(__name__)
 
 
-class RecordingSteps(TokenSteps):
+class RecordingSteps(RestartSteps):
     async def _record_issued(
         self,
         token: dict[str, Any],
@@ -158,23 +157,3 @@ class RecordingSteps(TokenSteps):
         await self.events.record(token, KIND, reasons.ISSUE_FAILED, f"{reason}: {error}", warning=True)
         wakeup = backoff_wakeup(now, retry_at, status.not_after, status.pending_revocations)
         return Outcome(wakeup=wakeup, body=written or token)
-
-    async def _restart_targets(self, token: dict[str, Any], spec: TokenSpec, now: datetime) -> None:
-        meta = token["metadata"]
-        stamp = format_time(now)
-        patch = {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: stamp}}}}}
-        for target in spec.restart_targets:
-            try:
-                result = await self.kube.patch_workload(target.kind, meta["namespace"], target.name, patch)
-            except Exception as error:  # noqa: BLE001 - a restart is best effort; the event says what failed
-                result, reason = None, str(error)[:200]
-            else:
-                reason = "not found"
-            if result is None:
-                await self.events.record(
-                    token,
-                    KIND,
-                    "RestartFailed",
-                    f"could not restart {target.kind} {target.name}: {reason}",
-                    warning=True,
-                )
