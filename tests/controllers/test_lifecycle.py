@@ -120,6 +120,9 @@ async def test_a_key_revoked_at_the_provider_is_replaced_after_the_sweep_notices
     harness.emulators.delete_key(provider_type, str(before["keyId"]))
 
     await harness.sweep()
+    assert harness.status(NS, NAME)["keyId"] == before["keyId"], "a key issued moments ago may not be listed yet"
+    harness.advance(harness.settings.sweep_min_age, seconds=1)
+    await harness.sweep()
 
     after = harness.status(NS, NAME)
     assert after["keyId"] != before["keyId"]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from harness import AFTER_CREATE, AFTER_SECRET, Crash, Harness
 
+from storage_token.api.provider import ProviderSpec
 from storage_token.controllers.tokens import ABANDON_ANNOTATION
+from storage_token.providers.b2 import B2Provider
+from storage_token.providers.base import KeySpec
 
 NS, NAME = "team-a", "app"
 
@@ -145,3 +149,49 @@ async def test_a_renamed_secrets_old_copy_goes_with_its_key_after_a_crash(harnes
     assert h.secret(NS, "s1") is None, "the old Secret holds the revoked key"
     assert h.secret(NS, "s2") is not None
     h.check_invariants()
+
+
+# -- the sweep ------------------------------------------------------------------------------------
+async def test_a_lagging_listing_never_makes_a_live_current_key_missing(harness: Harness) -> None:
+    h = harness
+    provider = await h.create_provider("b2")
+    await h.create_token(NS, NAME, provider, duration="24h")
+    await h.reconcile_token(NS, NAME)
+    key = h.status(NS, NAME)["keyId"]
+    h.advance(hours=1)
+    body = h.provider(provider)
+    assert body is not None
+    handle = await h.operator.manager.pool.get(ProviderSpec.parse(body))
+    original = handle.client.list_keys
+
+    async def lagging(prefix: str = "") -> list[Any]:
+        return [k for k in await original(prefix) if k.key_id != key]  # the listing misses the key
+
+    handle.client.list_keys = lagging  # type: ignore[method-assign]
+    await h.sweep()
+    assert h.status(NS, NAME)["keyId"] == key, "a live key was declared missing and replaced"
+    assert key in h.live_key_ids("b2")
+
+
+async def test_a_duplicate_with_a_recorded_name_but_another_id_is_swept(harness: Harness) -> None:
+    h = harness
+    await h.restart(sweep_min_age=timedelta(0))
+    provider = await h.create_provider("b2")
+    await h.create_token(NS, NAME, provider, duration="24h")
+    await h.reconcile_token(NS, NAME)
+    status = h.status(NS, NAME)
+    emulator = h.emulators.emulator("b2")
+    account = h.emulators.credentials("b2")
+    client = B2Provider(
+        account["applicationKeyId"], account["applicationKey"], endpoint=emulator.url, allow_insecure=True
+    )
+    try:  # a second key under the recorded name, as a lost create response would leave
+        duplicate = (
+            await client.issue(KeySpec(name=status["keyName"], permissions=("read",), duration_seconds=3600))
+        ).key_id
+    finally:
+        await client.aclose()
+    h.advance(minutes=1)
+    await h.sweep()
+    assert duplicate not in h.live_key_ids("b2"), "the sweep exempted a duplicate by its name"
+    assert status["keyId"] in h.live_key_ids("b2")

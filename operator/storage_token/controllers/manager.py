@@ -288,6 +288,7 @@ class Manager:
         # A failed listing (RBAC, API server down) raises: no listing, no sweep.
         tokens = await self.list_tokens()
         digest = self.settings.install_digest
+        now = self.sweeper.clock()
         for body in list(self.provider_cache.values()):
             if not any(
                 c.get("type") == "Ready" and c.get("status") == "True"
@@ -301,7 +302,9 @@ class Manager:
                 status = TokenStatus.parse(token.get("status"))
                 in_scope = spec.kind == CLUSTER_KIND or token["metadata"]["namespace"] == spec.namespace
                 ours = parse_key_name(digest, status.key_name) is not None  # keys named before an upgrade aren't listed
-                if status.key_id and status.provider == provider_name and in_scope and ours:
+                # A key issued moments ago may not be in a listing yet.
+                settled = status.issued_at is not None and status.issued_at <= now - self.settings.sweep_min_age
+                if status.key_id and status.provider == provider_name and in_scope and ours and settled:
                     mine[status.key_id] = (token["metadata"]["namespace"], token["metadata"]["name"])
             try:
                 handle = await self.pool.get(spec)

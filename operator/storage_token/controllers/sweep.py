@@ -39,8 +39,13 @@ class SweepResult:
 
 @dataclass(frozen=True)
 class References:
+    """What tokens hold: keys by id (current and queued); by name only an intent, whose id is unknown yet.
+
+    A key sharing a recorded key's name but not its id (a duplicate from a lost create response) is
+    not held: it is a leftover like any other."""
+
     key_ids: frozenset[str]
-    key_names: frozenset[str]  # intents and recorded names
+    intent_names: frozenset[str]
     current_ids: frozenset[str]
     token_uids: frozenset[str]  # uid8 of every token that exists
 
@@ -56,17 +61,14 @@ class References:
             if status.key_id:
                 ids.add(status.key_id)
                 current.add(status.key_id)
-            if status.key_name:
-                names.add(status.key_name)
             if status.intent is not None:
                 names.add(status.intent.key_name)
             for pending in status.pending_revocations:
                 ids.add(pending.key_id)
-                names.add(pending.key_name)
         return cls(frozenset(ids), frozenset(names), frozenset(current), frozenset(uids))
 
     def holds(self, key: KeyInfo) -> bool:
-        return key.key_id in self.key_ids or key.key_name in self.key_names
+        return key.key_id in self.key_ids or key.key_name in self.intent_names
 
 
 ListTokens = Callable[[], Awaitable[list[dict[str, Any]]]]
@@ -90,7 +92,10 @@ class Sweeper:
         keys = await handle.call(lambda p: p.list_keys(key_prefix(digest)), "list")
         result = SweepResult(listed=len(keys))
         present = {k.key_id for k in keys}
-        result.missing = {key_id for key_id in issued_here if key_id not in present}
+        for key_id in issued_here - present:
+            # A listing may lag behind a create: only the provider's own "no such key" makes it missing.
+            if await handle.call(lambda p, k=key_id: p.get_key(k), "get") is None:  # type: ignore[misc]
+                result.missing.add(key_id)
         candidates: list[KeyInfo] = []
         for key in keys:
             parsed = parse_key_name(digest, key.key_name)
