@@ -245,3 +245,23 @@ def scan_for_key_material(cluster: ClusterAccess, emulators: Any, logs: list[Pat
         assert not leaked, f"{len(leaked)} secret(s) found in {where}: {leaked}"
     # The haystack really holds what we think: the events name issued keys.
     assert "issued key sto-" in haystacks["objects except Secrets (events included)"]
+
+
+def consumer_deployment(name: str, secret: str = "app", replicas: int | None = None) -> client.V1Deployment:
+    """A Deployment whose pod template reads Secret `secret` (only such a workload is restarted)."""
+    labels = {"app": name}
+    container = client.V1Container(
+        name="app",
+        image="app:1",
+        env_from=[client.V1EnvFromSource(secret_ref=client.V1SecretEnvSource(name=secret))],
+    )
+    return client.V1Deployment(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1DeploymentSpec(
+            replicas=replicas,
+            selector=client.V1LabelSelector(match_labels=labels),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels=labels), spec=client.V1PodSpec(containers=[container])
+            ),
+        ),
+    )

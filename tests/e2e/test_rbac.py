@@ -27,6 +27,7 @@ from e2e_support import (
     GROUP,
     VERSION,
     apply_provider,
+    consumer_deployment,
     create_token,
     delete_namespace,
     delete_token,
@@ -185,30 +186,6 @@ def gone(api: client.ApiClient, namespace: str, name: str) -> bool:
     return False
 
 
-def consumer_deployment(name: str) -> client.V1Deployment:
-    labels = {"app": name}
-    return client.V1Deployment(
-        metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1DeploymentSpec(
-            replicas=0,
-            selector=client.V1LabelSelector(match_labels=labels),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels),
-                spec=client.V1PodSpec(
-                    containers=[
-                        client.V1Container(
-                            name="app",
-                            image="consumer:1",
-                            # it reads the token's Secret: only such a workload is restarted
-                            env_from=[client.V1EnvFromSource(secret_ref=client.V1SecretEnvSource(name="app"))],
-                        )
-                    ]
-                ),
-            ),
-        ),
-    )
-
-
 def test_the_cluster_wide_rbac_carries_a_token_through_issue_renewal_and_deletion(
     cluster: ClusterAccess,
     api: client.ApiClient,
@@ -230,7 +207,7 @@ def test_the_cluster_wide_rbac_carries_a_token_through_issue_renewal_and_deletio
         ).start()
         try:
             apply_provider(api, emulators, "b2", namespace, "b2")  # the credentials check writes provider status
-            client.AppsV1Api(api).create_namespaced_deployment(namespace, consumer_deployment("consumer"))
+            client.AppsV1Api(api).create_namespaced_deployment(namespace, consumer_deployment("consumer", replicas=0))
             create_token(
                 api,
                 namespace,

@@ -6,6 +6,7 @@ import pytest
 from e2e_support import (
     apply_provider,
     condition,
+    consumer_deployment,
     create_token,
     get_token,
     patch_token,
@@ -20,34 +21,11 @@ from storage_token.dev.sandbox import Emulators
 pytestmark = pytest.mark.usefixtures("operator")
 
 
-def deployment(name: str) -> client.V1Deployment:
-    labels = {"app": name}
-    return client.V1Deployment(
-        metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1DeploymentSpec(
-            selector=client.V1LabelSelector(match_labels=labels),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels),
-                spec=client.V1PodSpec(
-                    containers=[
-                        client.V1Container(
-                            name="app",
-                            image="app:1",
-                            # it reads the token's Secret: only such a workload is restarted
-                            env_from=[client.V1EnvFromSource(secret_ref=client.V1SecretEnvSource(name="app"))],
-                        )
-                    ]
-                ),
-            ),
-        ),
-    )
-
-
 def test_a_rotation_restarts_the_listed_workloads_and_changes_the_reloader_annotation(
     api: client.ApiClient, namespace: str, emulators: Emulators
 ) -> None:
     apps = client.AppsV1Api(api)
-    apps.create_namespaced_deployment(namespace, deployment("web"))
+    apps.create_namespaced_deployment(namespace, consumer_deployment("web"))
     apply_provider(api, emulators, "b2", namespace, "b2")
     create_token(
         api,

@@ -78,13 +78,22 @@ def provider_unusable(value: PolicyInput) -> Verdict | None:
 
 
 def secret_owned_by_someone_else(value: PolicyInput) -> Verdict | None:
-    if value.secret.exists and not value.secret.owned:
+    if not value.secret.exists or value.secret.owned:
+        return None
+    name = value.spec.secret.name
+    provider = value.provider.spec
+    if provider is not None and provider.namespace == value.namespace and provider.credentials_secret == name:
+        # Deleting it would break the provider for every token: never suggest that here.
         return Verdict(
             reasons.SECRET_CONFLICT,
-            f"Secret {value.spec.secret.name!r} exists and is not owned by this StorageToken; "
-            "delete it or choose another spec.secret.name",
+            f"Secret {name!r} holds the account credentials of {provider.kind} {provider.name!r}; "
+            "choose another spec.secret.name",
         )
-    return None
+    return Verdict(
+        reasons.SECRET_CONFLICT,
+        f"Secret {name!r} exists and is not owned by this StorageToken; "
+        "choose another spec.secret.name, or delete that Secret if nothing else uses it",
+    )
 
 
 def backing_off(value: PolicyInput) -> Verdict | None:

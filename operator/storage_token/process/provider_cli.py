@@ -15,8 +15,9 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from storage_token.api.provider import DEFAULT_ENDPOINTS
 from storage_token.providers.base import IssuedKey, KeyInfo, KeySpec, Provider
-from storage_token.providers.errors import ProviderError
+from storage_token.providers.errors import NotFoundError, ProviderError
 from storage_token.providers.registry import CREDENTIAL_ENV, CREDENTIAL_KEYS, KINDS, build_provider
 
 
@@ -31,7 +32,11 @@ def add_parser(subparsers: Any) -> None:
     ):
         sub = actions.add_parser(action, help=help_text)
         sub.add_argument("--kind", choices=KINDS, required=True)
-        sub.add_argument("--endpoint", help="API endpoint (US3: required; B2: default is Backblaze's public API)")
+        sub.add_argument(
+            "--endpoint",
+            help="API endpoint; default as for a StorageProvider without spec.endpoint: "
+            + ", ".join(f"{kind} {url}" for kind, url in sorted(DEFAULT_ENDPOINTS.items())),
+        )
         sub.add_argument("--region", default="", help="US3 region, e.g. cn-bj2")
         sub.add_argument("--project-id", default="", help="US3 project id")
         sub.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request")
@@ -52,7 +57,7 @@ def add_parser(subparsers: Any) -> None:
         if action == "list":
             sub.add_argument("--name-prefix", default="", help="only keys whose name starts with this")
         if action == "revoke":
-            sub.add_argument("--key-id", required=True)
+            sub.add_argument("--key-id", required=True, help="the key to delete; a key that isn't there is an error")
     parser.set_defaults(func=run)
 
 
@@ -133,6 +138,12 @@ async def _act(provider: Provider, args: argparse.Namespace) -> Any:
         if args.action == "list":
             return [info_json(k) for k in await provider.list_keys(args.name_prefix)]
         if args.action == "revoke":
+            # The clients count "already gone" as revoked (what the operator needs); by hand, a key that
+            # isn't there is more likely a typo or the wrong account, so say so instead of "revoked".
+            if await provider.get_key(args.key_id) is None:
+                raise NotFoundError(
+                    f"key {args.key_id!r} not found in this account; nothing revoked", provider=args.kind, call="revoke"
+                )
             await provider.revoke(args.key_id)
             return {"revoked": args.key_id}
         raise ValueError(f"unknown action {args.action}")
@@ -151,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         provider = build_provider(
             args.kind,
             credentials=credentials,
-            endpoint=args.endpoint,
+            endpoint=args.endpoint or DEFAULT_ENDPOINTS[args.kind],
             region=args.region,
             project_id=args.project_id,
             timeout=args.timeout,

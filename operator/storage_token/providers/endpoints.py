@@ -26,3 +26,16 @@ def require_https(url: str, *, provider: str, allow_insecure: bool, what: str = 
             call=call,
         )
     raise BadRequestError(f"{what} {url!r} is not an http(s) URL", provider=provider, call=call)
+
+
+def host_of(url: str) -> str:
+    """`host[:port]` of `url` for messages: never its user info (credentials), path or query string."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a malformed port; the URL itself is reported where it is used
+        return "(unreadable URL)"
+    if not host:
+        return "(no host)"
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host

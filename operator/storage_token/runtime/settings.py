@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from storage_token.api.durations import parse_duration
 from storage_token.api.naming import install_digest
 
 _ID = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -67,8 +65,3 @@ class Settings:
             raise ValueError("workers must be at least 1")
         if self.log_format not in ("plain", "json"):
             raise ValueError("log format must be plain or json")
-
-
-def env_duration(name: str, default: timedelta) -> timedelta:
-    value = os.environ.get(name)
-    return parse_duration(value) if value else default

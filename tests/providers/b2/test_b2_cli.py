@@ -74,6 +74,23 @@ def test_b2_cli_issue_list_revoke(emulator: B2Emulator, capsys: pytest.CaptureFi
     assert emulator.keys_named("cli-key-1") == []
     assert run(capsys, emulator, "list")[1] == []
 
+    # A second revoke finds nothing to revoke, and says so.
+    code, out, err = run(capsys, emulator, "revoke", "--key-id", issued["keyId"])
+    assert (code, out) == (1, "")
+    assert err == f"error: not-found: b2/revoke: key {issued['keyId']!r} not found in this account; nothing revoked\n"
+
+
+def test_b2_cli_revoke_of_an_unknown_key_fails_and_deletes_nothing(
+    emulator: B2Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, issued, _ = run(capsys, emulator, "issue", "--name", "cli-keep")
+    assert code == 0
+    code, out, err = run(capsys, emulator, "revoke", "--key-id", "000c11000000000000000099")
+    assert (code, out) == (1, "")
+    assert err.startswith("error: not-found: b2/revoke: ") and err.count("\n") == 1
+    assert emulator.count("b2_delete_key") == 0
+    assert [k["keyId"] for k in run(capsys, emulator, "list")[1]] == [issued["keyId"]]
+
 
 def test_b2_cli_issue_several_buckets_goes_through_v4(emulator: B2Emulator, capsys: pytest.CaptureFixture[str]) -> None:
     code, issued, _ = run(capsys, emulator, "issue", "--name", "multi", "--bucket", "photos", "--bucket", "logs")

@@ -104,9 +104,45 @@ def test_issue_list_revoke(emulator: US3Emulator, capsys: pytest.CaptureFixture[
 
     code, revoked, _ = run(capsys, emulator, "revoke", "--key-id", issued["keyId"])
     assert (code, revoked) == (0, {"revoked": issued["keyId"]})
-    code, revoked, _ = run(capsys, emulator, "revoke", "--key-id", issued["keyId"])
-    assert code == 0
     assert emulator.store.tokens == {}
+    # Revoking it again is not a second success: the key is no longer there.
+    code, out, err = run(capsys, emulator, "revoke", "--key-id", issued["keyId"])
+    assert (code, out) == (1, "")
+    assert err == f"error: not-found: us3/revoke: key {issued['keyId']!r} not found in this account; nothing revoked\n"
+
+
+def test_revoking_an_unknown_key_says_so_and_leaves_the_others(
+    emulator: US3Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, issued, _ = run(capsys, emulator, "issue", "--name", "st-cli-keep")
+    assert code == 0
+    code, out, err = run(capsys, emulator, "revoke", "--key-id", "ufiletoken-doesnotexist")
+    assert (code, out) == (1, "")
+    assert err.startswith("error: not-found: ") and "'ufiletoken-doesnotexist' not found" in err
+    assert err.count("\n") == 1
+    assert list(emulator.store.tokens) == [issued["keyId"]]
+
+
+def test_the_endpoint_defaults_as_for_a_storage_provider(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --endpoint the CLI uses the endpoint a StorageProvider without spec.endpoint gets."""
+    from storage_token.api.provider import ProviderSpec
+    from storage_token.process import provider_cli
+
+    monkeypatch.setenv("UCLOUD_PUBLIC_KEY", PUBLIC_KEY)
+    monkeypatch.setenv("UCLOUD_PRIVATE_KEY", PRIVATE_KEY)
+    endpoints: list[object] = []
+
+    def build_provider(kind: str, **settings: object) -> object:
+        endpoints.append(settings["endpoint"])
+        raise ValueError("stop before any request")
+
+    monkeypatch.setattr(provider_cli, "build_provider", build_provider)
+    assert main(["provider", "check", "--kind", "us3"]) == 2
+    assert "needs an endpoint" not in capsys.readouterr().err
+    crd_default = ProviderSpec.parse({"spec": {"type": "us3", "credentialsSecretRef": {"name": "c"}}}).endpoint
+    assert endpoints == [crd_default] == ["https://api.ucloud.cn"]
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import httpx
 
 from storage_token.providers.b2.codes import PROVIDER, TOKEN_REJECTED, error_for, parse_retry_after
 from storage_token.providers.b2.models import Authorization
-from storage_token.providers.endpoints import require_https
+from storage_token.providers.endpoints import host_of, require_https
 from storage_token.providers.errors import BadRequestError, CredentialsError, ProviderError, RetryableError
 from storage_token.providers.retry import RetryPolicy, Sleep, with_retries
 
@@ -142,14 +142,16 @@ class B2Api:
             response = await self._http.request(method, url, **kwargs)
         except httpx.TimeoutException:
             raise RetryableError(
-                f"no answer within {self._timeout:g}s", provider=PROVIDER, call=call, code="timeout"
+                f"no answer from {host_of(url)} within {self._timeout:g}s", provider=PROVIDER, call=call, code="timeout"
             ) from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL):
             raise BadRequestError(f"{url!r} is not a usable http(s) URL", provider=PROVIDER, call=call) from None
         except httpx.TransportError as error:
             # Includes a connection dropped after the request was sent: the call may have been applied.
             raise RetryableError(
-                f"connection failed or was lost ({type(error).__name__})", provider=PROVIDER, call=call
+                f"connection to {host_of(url)} failed or was lost ({type(error).__name__})",
+                provider=PROVIDER,
+                call=call,
             ) from None
         except httpx.HTTPError as error:
             raise ProviderError(f"request failed ({type(error).__name__})", provider=PROVIDER, call=call) from None

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
-from storage_token.providers.endpoints import require_https
+from storage_token.providers.endpoints import host_of, require_https
 from storage_token.providers.errors import BadRequestError, NotFoundError, ProviderError, RetryableError
 from storage_token.providers.us3.codes import PROVIDER, http_error, parse_retry_after, retcode_error
 from storage_token.providers.us3.models import Project, TokenRequest, UFileToken
@@ -43,7 +42,7 @@ class US3Api:
         self._public_key = public_key
         self._private_key = private_key
         self._timeout = timeout
-        self._host = _host_of(endpoint)
+        self._host = host_of(endpoint)
         self._http = httpx.AsyncClient(transport=transport, timeout=timeout, headers={"User-Agent": USER_AGENT})
 
     def __repr__(self) -> str:
@@ -156,13 +155,6 @@ class US3Api:
     def _redact(self, text: str) -> str:
         # A server message should never echo the account key; make sure it can't.
         return text.replace(self._private_key, "***") if self._private_key else text
-
-
-def _host_of(endpoint: str) -> str:
-    try:
-        return urlsplit(endpoint).netloc or endpoint
-    except ValueError:  # reported as a bad endpoint on the first call
-        return endpoint
 
 
 def _location(region: str | None, project_id: str | None) -> dict[str, Value]:
