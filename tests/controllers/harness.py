@@ -18,7 +18,6 @@ so every test is deterministic: `reconcile_token` reads the token fresh and call
 from __future__ import annotations
 
 import inspect
-import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -30,8 +29,8 @@ from storage_token.api.naming import key_prefix
 from storage_token.api.token import API_GROUP, API_VERSION
 from storage_token.controllers.manager import Manager
 from storage_token.controllers.secret_writer import LABEL_TOKEN
+from storage_token.dev import sandbox
 from storage_token.dev.emulators.b2 import B2Emulator
-from storage_token.dev.emulators.clock import Clock
 from storage_token.dev.emulators.us3 import US3Emulator
 from storage_token.kube.api import Conflict
 from storage_token.runtime.settings import Settings
@@ -74,28 +73,13 @@ class ProviderKey:
     expired: bool = False
 
 
-@dataclass
-class Emulators:
-    """Both emulators with generated account keys and frozen clocks the harness moves."""
-
-    us3: US3Emulator
-    b2: B2Emulator
-    us3_account: tuple[str, str]
-    b2_account: tuple[str, str]
+class Emulators(sandbox.Emulators):
+    """The sandbox's two emulators, on this tier's buckets, with frozen clocks the harness moves."""
 
     @classmethod
-    def start(cls, at: datetime) -> Emulators:
-        us3_account = (f"TOKEN_{secrets.token_hex(8)}", secrets.token_urlsafe(30))
-        b2_account = (f"000{secrets.token_hex(12)}", f"K000{secrets.token_urlsafe(24)}")
-        us3 = US3Emulator(dict([us3_account]), dict(US3_BUCKETS), token_limit=10_000, clock=Clock(at.timestamp()))
-        b2 = B2Emulator(dict([b2_account]), list(B2_BUCKETS), auth_token_ttl=10**9, clock=Clock(at.timestamp()))
-        us3.start()
-        b2.start()
-        return cls(us3, b2, us3_account, b2_account)
-
-    def stop(self) -> None:
-        self.us3.stop()
-        self.b2.stop()
+    def start_at(cls, at: datetime) -> Emulators:
+        # Auth tokens that never expire: long clock jumps would otherwise churn re-authorization.
+        return cls.start(us3_buckets=US3_BUCKETS, b2_buckets=B2_BUCKETS, at=at.timestamp(), b2_auth_token_ttl=10**9)
 
     def set_time(self, timestamp: float) -> None:
         self.us3.clock.freeze(timestamp)
@@ -266,7 +250,7 @@ class Harness:
         """Fresh emulators and API; `settings` override `Settings` fields (cluster_id, sweep_min_age, ...)."""
         values: dict[str, Any] = {"cluster_id": CLUSTER_ID, "operator_namespace": OPERATOR_NAMESPACE}
         values.update(settings)
-        emulators = Emulators.start(start)
+        emulators = Emulators.start_at(start)
         kube = FakeKube()
         kube.create_namespace(values["operator_namespace"])
         return cls(kube, emulators, Settings(**values), start)

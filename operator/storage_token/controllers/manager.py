@@ -14,7 +14,7 @@ from storage_token.api.token import TokenStatus
 from storage_token.controllers.provider_release import ProviderRelease
 from storage_token.controllers.providers import ProviderController
 from storage_token.controllers.secret_writer import LABEL_TOKEN
-from storage_token.controllers.sweep import Sweeper
+from storage_token.controllers.sweep import References, Sweeper
 from storage_token.controllers.tokens import TokenController
 from storage_token.kube.api import ApiError, Conflict, Kube, NamespaceTerminating
 from storage_token.kube.events import EventRecorder
@@ -27,8 +27,8 @@ from storage_token.runtime.workers import Leadership, RetryLater, Workers, WorkQ
 log = logging.getLogger(__name__)
 
 TokenKey = tuple[str, str]  # namespace, name
-CONFLICT_RETRY = timedelta(seconds=5)
-MIN_REQUEUE = timedelta(seconds=1)  # fallback if the newer version's watch event never comes
+CONFLICT_RETRY = timedelta(seconds=5)  # fallback if the newer version's watch event never comes
+MIN_REQUEUE = timedelta(seconds=1)  # the floor under every token's next reconcile
 ProviderKey = tuple[str, str, str]  # kind, namespace ("" for cluster), name
 
 
@@ -284,11 +284,26 @@ class Manager:
             tokens += await self.kube.list_objects("StorageToken", namespace)
         return tokens
 
+    async def _relist_references(self) -> References:
+        return References.of(await self.list_tokens())
+
     async def sweep_once(self) -> None:
         # A failed listing (RBAC, API server down) raises: no listing, no sweep.
         tokens = await self.list_tokens()
         digest = self.settings.install_digest
         now = self.sweeper.clock()
+        # Parsed once for every provider below.
+        references = References.of(tokens)
+        # A current key is checked for being missing once it is named by this install (keys named before
+        # an upgrade aren't listed) and settled (a key issued moments ago may not be in a listing yet).
+        current = [
+            (token["metadata"]["namespace"], token["metadata"]["name"], status)
+            for token in tokens
+            if (status := TokenStatus.parse(token.get("status"))).key_id
+            and parse_key_name(digest, status.key_name) is not None
+            and status.issued_at is not None
+            and status.issued_at <= now - self.settings.sweep_min_age
+        ]
         for body in list(self.provider_cache.values()):
             if not any(
                 c.get("type") == "Ready" and c.get("status") == "True"
@@ -297,18 +312,14 @@ class Manager:
                 continue
             spec = ProviderSpec.parse(body, credentials_namespace=self.settings.operator_namespace)
             provider_name = f"{spec.kind}/{spec.name}"
-            mine: dict[str, tuple[str, str]] = {}
-            for token in tokens:
-                status = TokenStatus.parse(token.get("status"))
-                in_scope = spec.kind == CLUSTER_KIND or token["metadata"]["namespace"] == spec.namespace
-                ours = parse_key_name(digest, status.key_name) is not None  # keys named before an upgrade aren't listed
-                # A key issued moments ago may not be in a listing yet.
-                settled = status.issued_at is not None and status.issued_at <= now - self.settings.sweep_min_age
-                if status.key_id and status.provider == provider_name and in_scope and ours and settled:
-                    mine[status.key_id] = (token["metadata"]["namespace"], token["metadata"]["name"])
+            mine = {
+                status.key_id: (namespace, name)
+                for namespace, name, status in current
+                if status.provider == provider_name and (spec.kind == CLUSTER_KIND or namespace == spec.namespace)
+            }
             try:
                 handle = await self.pool.get(spec)
-                result = await self.sweeper.sweep(handle, tokens, self.list_tokens, set(mine))
+                result = await self.sweeper.sweep(handle, references, self._relist_references, set(mine))
             except ProviderError as error:
                 log.warning("sweep of %s skipped: %s", provider_name, error)
                 continue

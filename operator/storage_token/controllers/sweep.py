@@ -71,7 +71,7 @@ class References:
         return key.key_id in self.key_ids or key.key_name in self.intent_names
 
 
-ListTokens = Callable[[], Awaitable[list[dict[str, Any]]]]
+Relist = Callable[[], Awaitable[References]]  # the references of a new listing
 
 
 class Sweeper:
@@ -80,15 +80,14 @@ class Sweeper:
         self._first_seen: dict[str, datetime] = {}  # orphan key id -> first sweep that saw it
 
     async def sweep(
-        self, handle: ProviderHandle, tokens: list[dict[str, Any]], relist: ListTokens, issued_here: set[str]
+        self, handle: ProviderHandle, references: References, relist: Relist, issued_here: set[str]
     ) -> SweepResult:
-        """`tokens`: a fresh listing from the API server (not the watch cache); `relist` lists again.
+        """`references`: of a fresh listing from the API server (not the watch cache); `relist` lists again.
 
         `issued_here`: current key ids (named by this install) this provider is responsible for.
         """
         now = self.clock()
         digest = self.settings.install_digest
-        references = References.of(tokens)
         keys = await handle.call(lambda p: p.list_keys(key_prefix(digest)), "list")
         result = SweepResult(listed=len(keys))
         present = {k.key_id for k in keys}
@@ -113,7 +112,7 @@ class Sweeper:
             candidates.append(key)
         if candidates:
             # The listing above may be seconds old: a key recorded meanwhile must not be revoked.
-            references = References.of(await relist())
+            references = await relist()
         for key in candidates:
             if references.holds(key):
                 self._first_seen.pop(key.key_id, None)

@@ -12,15 +12,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
 from storage_token.api.naming import key_prefix
 from storage_token.api.token import API_GROUP, API_VERSION
 from storage_token.dev.emulators.b2 import B2Emulator
+from storage_token.dev.emulators.clock import Clock
 from storage_token.dev.emulators.us3 import US3Emulator
 from storage_token.runtime.settings import Settings
 
@@ -51,11 +53,21 @@ class Emulators:
     b2_account: tuple[str, str]
 
     @classmethod
-    def start(cls) -> Emulators:
+    def start(
+        cls,
+        *,
+        us3_buckets: Mapping[str, str] = US3_BUCKETS,
+        b2_buckets: Sequence[str] = B2_BUCKETS,
+        at: float | None = None,
+        b2_auth_token_ttl: float = 86400,
+    ) -> Self:
+        """`at`: freeze both emulators' clocks there (tests move them); default: real time."""
         us3_account = (f"TOKEN_{secrets.token_hex(8)}", secrets.token_urlsafe(30))
         b2_account = (f"000{secrets.token_hex(12)}", f"K000{secrets.token_urlsafe(24)}")
-        us3 = US3Emulator(dict([us3_account]), dict(US3_BUCKETS), token_limit=10_000)
-        b2 = B2Emulator(dict([b2_account]), list(B2_BUCKETS))
+        us3_clock = Clock(at) if at is not None else None
+        b2_clock = Clock(at) if at is not None else None
+        us3 = US3Emulator(dict([us3_account]), dict(us3_buckets), token_limit=10_000, clock=us3_clock)
+        b2 = B2Emulator(dict([b2_account]), list(b2_buckets), auth_token_ttl=b2_auth_token_ttl, clock=b2_clock)
         us3.start()
         b2.start()
         return cls(us3, b2, us3_account, b2_account)

@@ -42,7 +42,6 @@ FINALIZER = "storagetoken.dev/revoke-keys"
 ABANDON_ANNOTATION = "storagetoken.dev/abandon-keys"
 KIND = "StorageToken"
 DEFAULT_GRACE = timedelta(minutes=5)
-MIN_LIMITED_WAIT = timedelta(seconds=1)  # a limited renewal is never re-checked in a tight loop
 RENDER_RETRY = timedelta(seconds=30)  # the render workers could not start
 RESTART_ANNOTATION = "storagetoken.dev/restartedAt"
 
@@ -178,6 +177,17 @@ class TokenSteps:
         provider = f"{handle.spec.kind}/{handle.spec.name}"
         return [PendingRevocation(found.key_id, found.key_name, now, provider=provider, not_after=found.not_after)]
 
+    async def _delete_our_secrets(
+        self, meta: dict[str, Any], names: set[str], holds: Callable[[dict[str, str]], bool] = lambda _: True
+    ) -> None:
+        """Delete each Secret of `names` that this token owns and whose annotations `holds` accepts."""
+        for name in sorted(names):
+            secret = await self.kube.get_secret(meta["namespace"], name)
+            if secret is None or not is_owned_by(secret, meta["uid"]):
+                continue
+            if holds((secret.get("metadata") or {}).get("annotations") or {}):
+                await self.kube.delete_secret(meta["namespace"], name, uid=secret["metadata"]["uid"])
+
     async def _delete_dead_secret(self, token: dict[str, Any], revoked: list[PendingRevocation]) -> None:
         """A Secret of ours left holding a revoked key is deleted rather than left to mislead: the
         current Secret, and the Secret each key was recorded in (an old name after a rename)."""
@@ -185,28 +195,15 @@ class TokenSteps:
         hashes = {key_id_hash(entry.key_id) for entry in revoked}
         names = {(token.get("status") or {}).get("secretName") or meta["name"]}
         names.update(entry.secret_name for entry in revoked if entry.secret_name)
-        for name in sorted(names):
-            secret = await self.kube.get_secret(meta["namespace"], name)
-            if secret is None or not is_owned_by(secret, meta["uid"]):
-                continue
-            held = ((secret.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_KEY_ID_HASH)
-            if held in hashes:
-                await self.kube.delete_secret(meta["namespace"], name, uid=secret["metadata"]["uid"])
+        await self._delete_our_secrets(
+            meta, names, lambda annotations: annotations.get(ANNOTATION_KEY_ID_HASH) in hashes
+        )
 
     async def _delete_secret_of_revision(self, token: dict[str, Any], revision: int) -> None:
         """Delete our Secret if it was written for `revision` (whose key is being given up)."""
         meta = token["metadata"]
         names = {(token.get("status") or {}).get("secretName") or meta["name"]}
         names.add(((token.get("spec") or {}).get("secret") or {}).get("name") or meta["name"])
-        for name in sorted(names):
-            secret = await self.kube.get_secret(meta["namespace"], name)
-            if secret is None or not is_owned_by(secret, meta["uid"]):
-                continue
-            annotations = (secret.get("metadata") or {}).get("annotations") or {}
-            if annotations.get(ANNOTATION_REVISION) == str(revision):
-                await self.kube.delete_secret(meta["namespace"], name, uid=secret["metadata"]["uid"])
-
-    async def _delete_old_secret(self, meta: dict[str, Any], name: str) -> None:
-        old = await self.kube.get_secret(meta["namespace"], name)
-        if old is not None and is_owned_by(old, meta["uid"]):
-            await self.kube.delete_secret(meta["namespace"], name, uid=old["metadata"]["uid"])
+        await self._delete_our_secrets(
+            meta, names, lambda annotations: annotations.get(ANNOTATION_REVISION) == str(revision)
+        )

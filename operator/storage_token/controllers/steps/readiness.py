@@ -11,7 +11,6 @@ from storage_token.api.times import format_time
 from storage_token.api.token import PendingRevocation, TokenStatus
 from storage_token.controllers.steps.base import (
     KIND,
-    MIN_LIMITED_WAIT,
     Outcome,
     TokenSteps,
 )
@@ -145,4 +144,5 @@ class ReadinessSteps(TokenSteps):
             )
             written = await self._patch_status(token, {"conditions": conditions})
             await self.events.record(token, KIND, why.reason, why.message, warning=True)
-        return Outcome(wakeup=max(retry, now + MIN_LIMITED_WAIT), body=written or token)
+        # The Manager's requeue floor keeps a retry due now from becoming a tight loop.
+        return Outcome(wakeup=retry, body=written or token)

@@ -110,7 +110,7 @@ class RecordingSteps(RestartSteps):
         if renewed:
             await self._restart_targets(token, spec, now)
         if status.secret_name and status.secret_name != spec.secret.name:
-            await self._delete_old_secret(meta, status.secret_name)
+            await self._delete_our_secrets(meta, {status.secret_name})  # the Secret's old name
         return Outcome(
             wakeup=next_wakeup(now, renew_at, issued.not_after, None, pending),
             body=written or token,
