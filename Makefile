@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 
 tools: $(STAMP)
 	$(BIN)/python -m storage_token.dev.cluster.binaries
+	$(BIN)/python -m storage_token.dev.prometheus
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests

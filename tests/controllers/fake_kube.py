@@ -215,6 +215,10 @@ class FakeKube:
         """A user's merge patch of the main resource (spec, labels, annotations), like `kubectl patch`."""
         return self._patch(kind, namespace or "", name, patch, status=False)
 
+    def set_workload_status(self, kind: str, namespace: str, name: str, status: Body) -> Body | None:
+        """What a workload's controller writes (its status subresource): merged into `.status`."""
+        return self._patch(kind, namespace, name, {"status": status}, status=True)
+
     def get(self, kind: str, namespace: str | None, name: str) -> Body | None:
         found = self.objects.get((kind, "" if kind in CLUSTER_SCOPED else namespace or "", name))
         return copy.deepcopy(found) if found is not None else None
@@ -357,7 +361,26 @@ class FakeKube:
             "patch_workload", locals(), lambda: self._patch(kind, namespace, name, patch, status=False), write=True
         )
 
-    def close(self) -> None:
+    async def list_secrets(self, namespace: str | None, params: dict[str, str]) -> tuple[list[Body], str]:
+        """Label selectors by key existence (`key`) and field selectors `metadata.name=X`: the two the
+        operator uses."""
+
+        def run() -> tuple[list[Body], str]:
+            label = params.get("labelSelector")
+            field = params.get("fieldSelector", "")
+            name = field.removeprefix("metadata.name=") if field else None
+            items = [
+                secret
+                for secret in self.list_of("Secret", namespace)
+                if (label is None or label in (secret["metadata"].get("labels") or {}))
+                and (name is None or secret["metadata"]["name"] == name)
+            ]
+            versions = [int(body["metadata"].get("resourceVersion") or 0) for body in self.objects.values()]
+            return items, str(max(versions, default=0))
+
+        return await self._request("list_secrets", locals(), run)
+
+    async def aclose(self) -> None:
         """Nothing to release; `Manager.stop` calls it."""
 
     # -- queries for tests -----------------------------------------------------------------

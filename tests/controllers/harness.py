@@ -335,6 +335,7 @@ class Harness:
                 "allowedBuckets": self.emulators.buckets(provider_type),
                 "minManualRenewInterval": "0s",
                 "minRenewalInterval": "0s",
+                "allowRetain": True,  # deletionPolicy: Retain is refused unless the provider allows it
             },
             "allowInsecure": True,  # the emulators speak plain http on loopback
             # No real waiting on the token bucket in fast tests.

@@ -5,7 +5,9 @@
    (retained by `deletionPolicy: Retain`, knowingly in flight).
 2. No Secret holds a revoked (absent at the provider) or expired key. A Secret "holds" a key when a
    data value equals a key secret the provider ever issued, so every preset and template is covered;
-   the key-id-hash annotation the writer sets must name that same key.
+   the key-id-hash annotation the writer sets must name that same key. A previous key pair
+   (`secret.keepPrevious`, under `render.PREVIOUS_KEY_NAMES`) must be a live key's, named by the
+   previous-key-id-hash annotation, and queued for revocation by the token owning the Secret.
 3. Outside a grace period a token has exactly one live key: its current key, plus only revocations
    whose due time has not come (or which failed and are being retried), plus its in-flight intent.
 
@@ -26,7 +28,15 @@ from harness import PROVIDER_TYPES, Emulators, ProviderKey
 
 from storage_token.api.naming import uid8
 from storage_token.api.token import TokenStatus
-from storage_token.controllers.secret_writer import ANNOTATION_KEY_ID_HASH, LABEL_TOKEN, key_id_hash
+from storage_token.controllers.secret_writer import (
+    ANNOTATION_KEY_ID_HASH,
+    ANNOTATION_PREVIOUS_KEY_ID_HASH,
+    LABEL_TOKEN,
+    key_id_hash,
+)
+from storage_token.secrets.render import PREVIOUS_KEY_NAMES
+
+PREVIOUS_NAMES = frozenset(name for names in PREVIOUS_KEY_NAMES.values() for name in names.values())
 
 _TOKEN_PART = re.compile(r"-(?P<uid>[0-9a-f]{8})-r[0-9]+$")
 
@@ -41,6 +51,7 @@ def violations(
     found: list[str] = []
     found += _unreferenced_keys(keys, tokens, now, prefix, allowed)
     found += _secrets_with_dead_keys(kube, emulators, keys)
+    found += _previous_pairs_not_live(kube, keys)
     found += _tokens_without_one_live_key(keys, tokens, now, prefix, allowed)
     return found
 
@@ -147,4 +158,31 @@ def _tokens_without_one_live_key(
         ]
         for k in extra:
             found.append(f"(3) {where}: key {k.name} ({k.key_id}) is live besides the current key, past any grace")
+    return found
+
+
+def _previous_pairs_not_live(kube: FakeKube, keys: list[ProviderKey]) -> list[str]:
+    """(2) for the previous pair: its access key id (or secret, or file) names a live key that the
+    owning token still has queued; revoked, expired or forgotten previous keys are violations."""
+    found: list[str] = []
+    live = [k for k in keys if not k.expired]
+    tokens = {t["metadata"]["uid"]: TokenStatus.parse(t.get("status")) for t in kube.list_of("StorageToken")}
+    for secret in kube.list_of("Secret"):
+        meta = secret["metadata"]
+        previous = {name: value for name, value in (secret.get("data") or {}).items() if name in PREVIOUS_NAMES}
+        if not previous:
+            continue
+        where = f"Secret {meta['namespace']}/{meta['name']}"
+        words = _secret_values({"data": previous})
+        held = [k for k in live if {k.access_key_id, k.secret} & words]
+        if not held:
+            found.append(f"(2) {where} keeps a previous key pair ({', '.join(sorted(previous))}) of no live key")
+            continue
+        annotation = (meta.get("annotations") or {}).get(ANNOTATION_PREVIOUS_KEY_ID_HASH)
+        if all(key_id_hash(k.key_id) != annotation for k in held):
+            found.append(f"(2) {where}: its previous-key-id-hash annotation names another key than the pair it keeps")
+        owners = [r.get("uid") for r in meta.get("ownerReferences") or () if r.get("kind") == "StorageToken"]
+        queued = {p.key_id for uid in owners if uid in tokens for p in tokens[uid].pending_revocations}
+        if not {k.key_id for k in held} & queued:
+            found.append(f"(2) {where} keeps a previous key pair its token no longer queues for revocation")
     return found

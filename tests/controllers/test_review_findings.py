@@ -103,8 +103,9 @@ async def test_spec_edits_are_rate_limited_like_renewals(harness: Harness) -> No
     await h.create_token(NS, NAME, provider, duration="24h", revokeGracePeriod="0s")
     await h.reconcile_token(NS, NAME)
     for attempt in range(30):
-        await h.update_spec(NS, NAME, {"secret": {"labels": {"edit": str(attempt)}}})
-    assert h.status(NS, NAME)["revision"] == 1, "label edits minted keys"
+        # A template edit needs a new key (label-only edits need none: test_metadata_edits).
+        await h.update_spec(NS, NAME, {"secret": {"template": {"data": {"edit": f"{{{{ keyName }}}}{attempt}"}}}})
+    assert h.status(NS, NAME)["revision"] == 1, "template edits minted keys"
     assert h.condition(NS, NAME, "Issuing")["reason"] == "RenewalRateLimited"
     h.advance(minutes=5, seconds=1)
     await h.reconcile_token(NS, NAME)

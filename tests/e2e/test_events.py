@@ -24,8 +24,14 @@ def about(namespace: str, name: str) -> dict[str, Any]:
 
 
 def record(api: client.ApiClient, obj: dict[str, Any], reason: str) -> None:
-    recorder = EventRecorder(Kube(api, workers=1), home_namespace="default")
-    asyncio.run(recorder.record(obj, "StorageToken", reason, "a message"))
+    async def post() -> None:
+        kube = Kube(api)
+        try:
+            await EventRecorder(kube, home_namespace="default").record(obj, "StorageToken", reason, "a message")
+        finally:
+            await kube.aclose()
+
+    asyncio.run(post())
 
 
 def test_an_event_lands_on_its_object(api: client.ApiClient, namespace: str) -> None:

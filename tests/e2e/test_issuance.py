@@ -252,7 +252,7 @@ def test_short_lived_keys_are_renewed_on_schedule_and_the_secret_always_holds_a_
 def test_deleting_the_token_revokes_or_retains_its_key_and_the_secret_goes_with_it(
     api: client.ApiClient, namespace: str, emulators: Emulators, policy: str, kind: str
 ) -> None:
-    apply_provider(api, emulators, kind, namespace, kind)
+    apply_provider(api, emulators, kind, namespace, kind, policy={"allowRetain": policy == "Retain"})
     create_token(
         api,
         namespace,

@@ -202,6 +202,8 @@ def test_config_file_presets_refuse_values_they_cannot_write_faithfully(preset: 
 def test_expires_at_is_rfc3339_utc(expires_at: datetime | None, expected: str) -> None:
     key = replace(KEY, expires_at=expires_at)
     for preset in PRESETS:
+        if preset == "cosi":
+            continue  # exactly COSI's keys, none of ours (tests/unit/test_cosi_preset.py)
         assert render_secret_data(key, SecretTemplate(preset=preset))["expiresAt"] == expected
     assert render("{{ expiresAt }}", key) == expected
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from storage_token.api.durations import parse_duration
+from storage_token.api.token import RenewalWindow, parse_renewal_windows
 
 NAMESPACED_KIND = "StorageProvider"
 CLUSTER_KIND = "ClusterStorageProvider"
@@ -36,6 +37,8 @@ class Ceiling:
     allowed_permissions: portable permissions and provider extras; empty: all the provider knows.
     allowed_raw_capabilities: B2 capabilities with no portable equivalent (account-wide reads,
     object-lock writes); empty: none of them.
+    allow_retain: whether a token may ask `deletionPolicy: Retain` (its keys then outlive the
+    token and the operator's control until they expire); default no.
     """
 
     allowed_buckets: tuple[str, ...] = ()
@@ -49,6 +52,9 @@ class Ceiling:
     max_live_keys: int = DEFAULT_MAX_LIVE_KEYS
     min_manual_renew_interval: timedelta = DEFAULT_MIN_MANUAL_RENEW_INTERVAL
     required_allow_ips: tuple[str, ...] = ()
+    allow_retain: bool = False
+    # When this provider's keys may be renewed; a token's own windows only narrow them.
+    renewal_windows: tuple[RenewalWindow, ...] = ()
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | None) -> Ceiling:
@@ -77,6 +83,8 @@ class Ceiling:
             max_live_keys=int(live_keys) if live_keys is not None else DEFAULT_MAX_LIVE_KEYS,
             min_manual_renew_interval=duration("minManualRenewInterval", DEFAULT_MIN_MANUAL_RENEW_INTERVAL),
             required_allow_ips=tuple(raw.get("requiredAllowIPs") or ()),
+            allow_retain=raw.get("allowRetain") is True,
+            renewal_windows=parse_renewal_windows(raw.get("renewalWindows"), "spec.policy.renewalWindows"),
         )
 
     @property

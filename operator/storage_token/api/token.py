@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from storage_token.api.durations import parse_duration
@@ -12,6 +12,10 @@ from storage_token.api.times import format_time, parse_time
 
 API_GROUP = "storagetoken.dev"
 API_VERSION = "v1alpha1"
+# status.pendingRevocations: no key is issued while this many wait (policy.maxLiveKeys is at most 100).
+# The CRD's maxItems is higher, so the few a blocked token still queues always fit in a status write.
+MAX_PENDING_REVOCATIONS = 128
+PENDING_REVOCATIONS_MAX_ITEMS = 256
 
 
 @dataclass(frozen=True)
@@ -33,12 +37,64 @@ class SecretSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     template: SecretTemplate = field(default_factory=SecretTemplate)
+    keep_previous: bool = False  # also hold the replaced key pair until it is revoked
 
 
 @dataclass(frozen=True)
 class RestartTarget:
     kind: str
     name: str
+
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # datetime.weekday() order
+
+
+@dataclass(frozen=True)
+class RenewalWindow:
+    """When renewals may start: from `start` to `end` local time in `time_zone`, on the days it opens.
+
+    `end` before (or at) `start` crosses midnight: the window closes on the next day. `days` are the
+    days the window opens on; empty means every day. The zone is checked by policy/windows.py (an
+    unknown one is a condition, not a parse error: providers must always parse).
+    """
+
+    start: time
+    end: time
+    days: tuple[str, ...] = ()
+    time_zone: str = "UTC"
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], where: str) -> RenewalWindow:
+        """`where` names the field in errors (the schema refuses all of these first)."""
+        days = tuple(raw.get("days") or ())
+        unknown = [day for day in days if day not in WEEKDAYS]
+        if unknown:
+            raise ValueError(f"{where}.days: unknown day {unknown[0]!r}; use {', '.join(WEEKDAYS)}")
+        return cls(
+            start=_clock_time(raw.get("start"), f"{where}.start"),
+            end=_clock_time(raw.get("end"), f"{where}.end"),
+            days=days,
+            time_zone=str(raw.get("timeZone") or "UTC"),
+        )
+
+
+def _clock_time(value: object, where: str) -> time:
+    text = str(value or "")
+    hours, _, minutes = text.partition(":")
+    if len(hours) != 2 or len(minutes) != 2 or not (hours + minutes).isdigit():
+        raise ValueError(f"{where}: {text!r} is not a time of day as HH:MM")
+    if int(hours) > 23 or int(minutes) > 59:
+        raise ValueError(f"{where}: {text!r} is not a time of day (00:00 to 23:59)")
+    return time(int(hours), int(minutes))
+
+
+def parse_renewal_windows(raw: object, where: str) -> tuple[RenewalWindow, ...]:
+    """A `renewalWindows` list; absent is no windows (renewals whenever they are due)."""
+    if not raw:
+        return ()
+    if not isinstance(raw, list):
+        raise ValueError(f"{where}: must be a list of windows")
+    return tuple(RenewalWindow.parse(item or {}, f"{where}[{index}]") for index, item in enumerate(raw))
 
 
 @dataclass(frozen=True)
@@ -55,8 +111,11 @@ class TokenSpec:
     renew_before: timedelta | None = None
     renew_before_percentage: int | None = None
     revoke_grace_period: timedelta = timedelta(minutes=5)
+    # With restartTargets: the latest a replaced key is revoked when its consumers never finish switching.
+    max_revoke_delay: timedelta = timedelta(hours=1)
     deletion_policy: str = "Revoke"
     restart_targets: tuple[RestartTarget, ...] = ()
+    renewal_windows: tuple[RenewalWindow, ...] = ()  # empty: renew whenever due
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any], default_secret_name: str) -> TokenSpec:
@@ -78,6 +137,7 @@ class TokenSpec:
                     data=dict(template.get("data") or {}),
                     include_preset=template.get("includePreset", True),
                 ),
+                keep_previous=bool(secret.get("keepPrevious", False)),
             ),
             buckets=tuple(spec.get("buckets") or ()),
             prefixes=tuple(spec.get("prefixes") or ()),
@@ -87,8 +147,10 @@ class TokenSpec:
             renew_before=parse_duration(renew_before) if renew_before else None,
             renew_before_percentage=spec.get("renewBeforePercentage"),
             revoke_grace_period=parse_duration(spec.get("revokeGracePeriod") or "5m"),
+            max_revoke_delay=parse_duration(spec.get("maxRevokeDelay") or "1h"),
             deletion_policy=spec.get("deletionPolicy") or "Revoke",
             restart_targets=tuple(RestartTarget(t["kind"], t["name"]) for t in spec.get("restartTargets") or ()),
+            renewal_windows=parse_renewal_windows(spec.get("renewalWindows"), "spec.renewalWindows"),
         )
 
 
@@ -102,6 +164,9 @@ class PendingRevocation:
     attempts: int = 0
     last_error: str = ""
     secret_name: str = ""  # the Secret that held it (deleted with the revocation if it still does)
+    # Waits for the restartTargets rollout of this revision (due_at is then the ceiling); 0: it doesn't.
+    awaiting_rollout: int = 0
+    not_before: datetime | None = None  # the grace period's end: the earliest an adopted rollout revokes
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> PendingRevocation:
@@ -114,9 +179,14 @@ class PendingRevocation:
             attempts=int(raw.get("attempts", 0)),
             last_error=raw.get("lastError", ""),
             secret_name=raw.get("secretName", ""),
+            awaiting_rollout=int(raw.get("awaitingRollout") or 0),
+            not_before=parse_time(raw.get("notBefore")),
         )
 
     def to_status(self) -> dict[str, Any]:
+        rollout: dict[str, Any] = {}
+        if self.awaiting_rollout:
+            rollout = {"awaitingRollout": self.awaiting_rollout, "notBefore": format_time(self.not_before)}
         return {
             "keyId": self.key_id,
             "keyName": self.key_name,
@@ -126,6 +196,7 @@ class PendingRevocation:
             "attempts": self.attempts,
             "lastError": self.last_error,
             "secretName": self.secret_name,
+            **rollout,
         }
 
 
@@ -151,6 +222,7 @@ class TokenStatus:
     not_after: datetime | None = None
     issued_at: datetime | None = None
     renewal_time: datetime | None = None
+    next_renewal_window: datetime | None = None  # the renewal window the next renewal starts in (or waits for)
     revision: int = 0
     spec_hash: str = ""
     intent: Intent | None = None
@@ -173,6 +245,7 @@ class TokenStatus:
             not_after=parse_time(status.get("notAfter")),
             issued_at=parse_time(status.get("issuedAt")),
             renewal_time=parse_time(status.get("renewalTime")),
+            next_renewal_window=parse_time(status.get("nextRenewalWindow")),
             revision=int(status.get("revision") or 0),
             spec_hash=status.get("specHash") or "",
             intent=(

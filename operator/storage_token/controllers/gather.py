@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from storage_token.api.conditions import condition
 from storage_token.api.provider import CLUSTER_KIND, ProviderSpec
-from storage_token.api.token import ProviderRef, TokenSpec, TokenStatus
+from storage_token.api.token import API_GROUP, ProviderRef, TokenSpec, TokenStatus
 from storage_token.controllers.secret_writer import key_id_hash, secret_state
 from storage_token.kube.api import Kube
 from storage_token.policy import reasons
@@ -33,9 +34,73 @@ _KEY_FIELDS = (
 )
 
 
-def spec_hash(spec: dict[str, Any]) -> str:
+# Parts of spec.secret that are only the Secret's metadata: an edit rewrites the Secret around the same key.
+_METADATA_ONLY = ("labels", "annotations")
+
+
+def _hash_of(spec: dict[str, Any], metadata_too: bool) -> str:
     relevant = {k: spec.get(k) for k in _KEY_FIELDS}
+    secret = relevant.get("secret")
+    if not metadata_too and isinstance(secret, dict):
+        relevant["secret"] = {k: v for k, v in secret.items() if k not in _METADATA_ONLY}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    """What the key was asked for: a change means a new key (Secret labels and annotations excluded)."""
+    return _hash_of(spec, metadata_too=False)
+
+
+def legacy_spec_hash(spec: dict[str, Any]) -> str:
+    """The hash as recorded before labels and annotations left it: such a status still matches its spec."""
+    return _hash_of(spec, metadata_too=True)
+
+
+def _current_hashes(status: TokenStatus, spec: dict[str, Any], current: str) -> TokenStatus:
+    """Read a status (and intent) recorded under the legacy hash of this very spec as recorded under `current`,
+    so an upgrade re-issues nothing."""
+    legacy = legacy_spec_hash(spec)
+    if legacy == current:
+        return status
+    if status.spec_hash == legacy:
+        status = replace(status, spec_hash=current)
+    if status.intent is not None and status.intent.spec_hash == legacy:
+        status = replace(status, intent=replace(status.intent, spec_hash=current))
+    return status
+
+
+# What of a token's metadata the controllers read; the rest (labels, managedFields, others'
+# annotations) is dropped from the cache, so a token's cached size is bounded by its schema.
+_CACHED_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "finalizers",
+)
+# The token annotations a controller reads (a controller reading a new one adds it here).
+TOKEN_ANNOTATIONS = frozenset({RENEW_ANNOTATION, f"{API_GROUP}/abandon-keys"})
+MAX_CACHED_ANNOTATION = 256  # characters; a longer value is cached as its digest (it still compares)
+
+
+def cached_token(body: dict[str, Any]) -> dict[str, Any]:
+    """The part of a StorageToken the operator keeps in memory: spec, status, the metadata it reads."""
+    meta = body.get("metadata") or {}
+    slim: dict[str, Any] = {k: meta[k] for k in _CACHED_METADATA if k in meta}
+    ours = {
+        key: value
+        if len(value) <= MAX_CACHED_ANNOTATION
+        else "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        for key, value in (meta.get("annotations") or {}).items()
+        if key in TOKEN_ANNOTATIONS and isinstance(value, str)
+    }
+    if ours:
+        slim["annotations"] = ours
+    return {k: v for k, v in body.items() if k != "metadata"} | {"metadata": slim}
 
 
 ProviderCache = Mapping[tuple[str, str, str], dict[str, Any]]  # (kind, namespace or "", name) -> body
@@ -90,7 +155,8 @@ async def gather(
 ) -> tuple[PolicyInput, dict[str, Any] | None]:
     """The policy input and the Secret as read (the writer replaces it at that version)."""
     meta = token["metadata"]
-    status = TokenStatus.parse(token.get("status"))
+    current_hash = spec_hash(token.get("spec") or {})
+    status = _current_hashes(TokenStatus.parse(token.get("status")), token.get("spec") or {}, current_hash)
     provider = await resolve_provider(kube, settings, spec.provider_ref, meta["namespace"], cache)
     secret = await kube.get_secret(meta["namespace"], spec.secret.name)
     value = PolicyInput(
@@ -99,7 +165,7 @@ async def gather(
         uid=meta["uid"],
         generation=int(meta.get("generation") or 0),
         spec=spec,
-        spec_hash=spec_hash(token.get("spec") or {}),
+        spec_hash=current_hash,
         status=status,
         secret=secret_state(secret, meta["uid"]),
         provider=provider,

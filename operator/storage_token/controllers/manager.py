@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from storage_token.api.naming import parse_key_name
 from storage_token.api.provider import CLUSTER_KIND, ProviderSpec
 from storage_token.api.token import TokenStatus
+from storage_token.controllers.gather import cached_token
 from storage_token.controllers.provider_release import ProviderRelease
 from storage_token.controllers.providers import ProviderController
 from storage_token.controllers.secret_writer import LABEL_TOKEN
@@ -18,9 +20,11 @@ from storage_token.controllers.sweep import References, Sweeper
 from storage_token.controllers.tokens import TokenController
 from storage_token.kube.api import ApiError, Conflict, Kube, NamespaceTerminating
 from storage_token.kube.events import EventRecorder
+from storage_token.policy.rollout import rollout_waits_on
 from storage_token.providers.errors import ProviderError
 from storage_token.runtime import metrics
 from storage_token.runtime.provider_pool import ProviderPool
+from storage_token.runtime.ratelimit import claiming
 from storage_token.runtime.settings import Settings
 from storage_token.runtime.workers import Leadership, RetryLater, Workers, WorkQueue
 
@@ -38,15 +42,21 @@ def _resource_version(body: dict[str, Any]) -> int:
 
 
 class Manager:
-    def __init__(self, kube: Kube, settings: Settings, leading: asyncio.Event | None = None) -> None:
-        self.kube, self.settings = kube, settings
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        leading: asyncio.Event | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.kube, self.settings, self.clock = kube, settings, clock
         # Without leader election this process always leads.
         self.leading = leading or asyncio.Event()
         if leading is None:
             self.leading.set()
         self.pool = ProviderPool(kube, timeout=settings.provider_timeout)
         self.events = EventRecorder(kube, settings.operator_namespace)
-        self.tokens = TokenController(kube, self.pool, self.events, settings)
+        self.tokens = TokenController(kube, self.pool, self.events, settings, clock=clock)
         self.providers = ProviderController(kube, self.pool, self.events, settings)
         self.sweeper = Sweeper(settings)
         self.providers.release = ProviderRelease(
@@ -58,10 +68,14 @@ class Manager:
         self.provider_cache: dict[ProviderKey, dict[str, Any]] = {}
         self.tokens.provider_cache = self.provider_cache
         self.tokens.on_written = self._remember_token
-        self.token_queue: WorkQueue[TokenKey] = WorkQueue()
+        # Namespaces take turns for workers (and for each provider's request budget, see `_reconcile_token`);
+        # within one, the token whose key expires soonest goes first.
+        self.token_queue: WorkQueue[TokenKey] = WorkQueue(
+            wall_clock=lambda: self.clock().timestamp(), lane=lambda key: key[0], deadline=self._token_deadline
+        )
         self.provider_queue: WorkQueue[ProviderKey] = WorkQueue()
         self._token_workers = Workers(
-            "tokens", self.token_queue, self._reconcile_token, settings.workers, gate=self.leading
+            "tokens", self.token_queue, self._reconcile_token, settings.workers, gate=self.leading, now=clock
         )
         self._provider_workers = Workers(
             "providers", self.provider_queue, self._reconcile_provider, 2, gate=self.leading
@@ -85,7 +99,7 @@ class Manager:
             await asyncio.gather(self._sweep_task, return_exceptions=True)
         await self.pool.aclose()
         await self.tokens.renderer.aclose()
-        self.kube.close()
+        await self.kube.aclose()
 
     def resync(self) -> None:
         """Queue everything cached: a new leader rebuilds every schedule from status."""
@@ -103,7 +117,7 @@ class Manager:
 
     def _remember_token(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
-        self._remember(self.token_cache, (meta["namespace"], meta["name"]), body)
+        self._remember(self.token_cache, (meta["namespace"], meta["name"]), cached_token(body))
 
     def on_token_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -122,10 +136,10 @@ class Manager:
         current = self.token_cache.get(key)
         if current is not None and _resource_version(body) <= _resource_version(current):
             return  # our own write (already cached from its response) or an older version: nothing new
-        self._remember(self.token_cache, key, body)
+        self._remember(self.token_cache, key, cached_token(body))
         # Overdue work (e.g. a revocation that came due while no operator ran) goes ahead of the rest.
         earliest = TokenStatus.parse(body.get("status")).earliest_due()
-        self.token_queue.add(key, min(earliest.timestamp(), time.time()) if earliest else None)
+        self.token_queue.add(key, min(earliest.timestamp(), self.token_queue.wall_clock()) if earliest else None)
 
     def on_provider_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -168,6 +182,23 @@ class Manager:
             if token_name != token:
                 self.token_queue.add((namespace, token_name))
 
+    def on_workload_event(self, kind: str, body: dict[str, Any]) -> None:
+        """A Deployment, StatefulSet or DaemonSet changed: queue the tokens whose rollout follows it."""
+        meta = body.get("metadata") or {}
+        namespace, name = meta.get("namespace"), meta.get("name")
+        for key, token in list(self.token_cache.items()):
+            if key[0] == namespace and rollout_waits_on(token.get("status"), kind, name or ""):
+                self.token_queue.add(key)
+
+    def credentials_secrets(self) -> set[tuple[str, str]]:
+        """(namespace, name) of every credentials Secret a known provider names: the Secrets to watch."""
+        wanted = set()
+        for provider in self.provider_cache.values():
+            spec = ProviderSpec.parse(provider, credentials_namespace=self.settings.operator_namespace)
+            if spec.namespace and spec.credentials_secret:
+                wanted.add((spec.namespace, spec.credentials_secret))
+        return wanted
+
     def _index_secret_name(self, key: TokenKey, body: dict[str, Any] | None) -> None:
         """Which tokens write which Secret name, so a Secret event finds its tokens without a scan."""
         previous = self._secret_of.pop(key, None)
@@ -191,12 +222,21 @@ class Manager:
                 self.token_queue.add(key)
 
     # -- reconciles ----------------------------------------------------------------------
+    def _token_deadline(self, key: TokenKey) -> float | None:
+        """When the token's current key expires (epoch seconds), if it has one: its work's deadline."""
+        body = self.token_cache.get(key)
+        not_after = TokenStatus.parse((body or {}).get("status")).not_after if body is not None else None
+        return not_after.timestamp() if not_after is not None else None
+
     async def _reconcile_token(self, key: TokenKey) -> datetime | None:
         body = self.token_cache.get(key)
         if body is None:
             return None
+        # The provider's budget is shared by namespace, most urgent call first within one (runtime/ratelimit).
+        deadline = self.token_queue.rank(key, self.token_queue.wall_clock())
         try:
-            outcome = await self.tokens.reconcile(body)
+            with claiming(key[0], deadline):
+                outcome = await self.tokens.reconcile(body)
         except NamespaceTerminating:
             log.debug("token %s/%s: its namespace is terminating; waiting for the token's deletion", *key)
             return None
@@ -206,19 +246,21 @@ class Manager:
         except Conflict:
             # Our cached copy is behind: the watch event of the newer version queues this key again.
             log.debug("token %s/%s changed while being reconciled; waiting for the newer version", *key)
-            return datetime.now(UTC) + CONFLICT_RETRY
+            return self.clock() + CONFLICT_RETRY
         if outcome.body is not None:
-            self._remember(self.token_cache, key, outcome.body)
+            self._remember(self.token_cache, key, cached_token(outcome.body))
             self._publish_token_metrics(key, outcome.body)
         if outcome.wakeup is None:
             return None
         # A floor under every wakeup: no token, whatever its state, can make a worker spin on it.
-        return max(outcome.wakeup, datetime.now(UTC) + MIN_REQUEUE)
+        return max(outcome.wakeup, self.clock() + MIN_REQUEUE)
 
     def _publish_token_metrics(self, key: TokenKey, body: dict[str, Any]) -> None:
         raw = body.get("status") or {}
         status = TokenStatus.parse(raw)
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in raw.get("conditions") or ())
+        rollout = raw.get("rollout") or {}
+        rolling = not rollout.get("completedAt")  # a finished rollout leaves nothing pending
         metrics.record_token(
             key[0],
             key[1],
@@ -226,6 +268,8 @@ class Manager:
             status.not_after.timestamp() if status.not_after else None,
             status.renewal_time.timestamp() if status.renewal_time else None,
             len(status.pending_revocations),
+            rollout_adopted=int(rollout.get("adopted") or 0) if rolling else 0,
+            rollout_total=int(rollout.get("total") or 0) if rolling else 0,
         )
 
     async def _reconcile_provider(self, key: ProviderKey) -> datetime | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from storage_token.api.token import TokenSpec, TokenStatus
+from storage_token.api.token import MAX_PENDING_REVOCATIONS, TokenSpec, TokenStatus
 from storage_token.controllers.gather import gather
 from storage_token.controllers.steps.base import (
     ABANDON_ANNOTATION,
@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 class TokenController(IssuingSteps, ReadinessSteps, RevocationSteps, DeletionSteps):
     """One reconcile: deletion, or the finalizer, then gather -> decide -> the step that applies."""
 
+    async def _follow_up(self, token: dict[str, Any], outcome: Outcome) -> Outcome:
+        """After every step: a rotation's rollout moves on (and may release the old key), then due keys go."""
+        outcome = await self._advance_rollout(token, outcome)
+        return await self._revoke_due(outcome.body or token, outcome)
+
     async def reconcile(self, token: dict[str, Any]) -> Outcome:
         meta = token["metadata"]
         if meta.get("deletionTimestamp"):
@@ -70,15 +75,27 @@ class TokenController(IssuingSteps, ReadinessSteps, RevocationSteps, DeletionSte
             # A broken spec blocks issuing, never revoking: queued keys still go when due.
             reason = reasons.TEMPLATE_ERROR if isinstance(error, TemplateError) else reasons.INVALID_SPEC
             blocked = await self._blocked(token, status, Verdict(reason, str(error)), now)
-            return await self._revoke_due(blocked.body or token, blocked)
+            return await self._follow_up(blocked.body or token, blocked)
         except RenderWorkerError as error:  # our infrastructure, not the tenant's input: try again soon
             log.warning("rendering for %s/%s unavailable: %s", *where(meta), error)
-            return await self._revoke_due(token, Outcome(wakeup=now + RENDER_RETRY, body=token))
+            return await self._follow_up(token, Outcome(wakeup=now + RENDER_RETRY, body=token))
         key_live = False if status.key_id and status.key_id in self.missing_keys else None
         value, secret = await gather(self.kube, self.settings, token, spec, now, key_live, self.provider_cache)
         decision = decide(value)
         if decision.blocked is not None:
             outcome = await self._blocked(token, status, decision.blocked, now)
+        elif decision.issue is not None and len(value.status.pending_revocations) >= MAX_PENDING_REVOCATIONS:
+            # Whatever asks for a key (even a first issue after failed renders): status stays bounded.
+            waiting = len(value.status.pending_revocations)
+            outcome = await self._limited(
+                token,
+                value,
+                Verdict(
+                    reasons.TOO_MANY_LIVE_KEYS,
+                    f"{decision.issue.message}; {waiting} keys wait for revocation, no new key until fewer "
+                    f"than {MAX_PENDING_REVOCATIONS} do",
+                ),
+            )
         elif decision.issue is not None:
             assert value.provider.spec is not None
             try:
@@ -88,7 +105,9 @@ class TokenController(IssuingSteps, ReadinessSteps, RevocationSteps, DeletionSte
             else:
                 outcome = await self._issue(token, value, handle, decision.issue, secret)
         elif decision.backoff is not None and decision.backoff.reason in reasons.MINTING_LIMITS:
+            token = await self._sync_secret_metadata(token, value, secret)
             outcome = await self._limited(token, value, decision.backoff)
         else:
+            token = await self._sync_secret_metadata(token, value, secret)
             outcome = await self._steady(token, value)
-        return await self._revoke_due(outcome.body or token, outcome)
+        return await self._follow_up(outcome.body or token, outcome)

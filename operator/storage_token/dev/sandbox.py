@@ -41,6 +41,9 @@ EMULATOR_CEILING: dict[str, Any] = {
 }
 US3_BUCKETS = {"demo-us3-data": "cn-bj2", "demo-us3-logs": "cn-bj2"}
 B2_BUCKETS = ["demo-b2-data", "demo-b2-logs", "demo-b2-backup"]
+# The buckets README.md's examples name: the sandbox's emulators hold them too, so every example runs as written.
+README_US3_BUCKETS = {"team-b-reports": "cn-bj2"}
+README_B2_BUCKETS = ["team-a-uploads", "team-b-backups"]
 
 
 @dataclass
@@ -60,16 +63,24 @@ class Emulators:
         b2_buckets: Sequence[str] = B2_BUCKETS,
         at: float | None = None,
         b2_auth_token_ttl: float = 86400,
+        us3_port: int = 0,
+        b2_port: int = 0,
     ) -> Self:
-        """`at`: freeze both emulators' clocks there (tests move them); default: real time."""
+        """`at`: freeze both emulators' clocks there (tests move them); default: real time. Port 0: any free one."""
         us3_account = (f"TOKEN_{secrets.token_hex(8)}", secrets.token_urlsafe(30))
         b2_account = (f"000{secrets.token_hex(12)}", f"K000{secrets.token_urlsafe(24)}")
         us3_clock = Clock(at) if at is not None else None
         b2_clock = Clock(at) if at is not None else None
-        us3 = US3Emulator(dict([us3_account]), dict(us3_buckets), token_limit=10_000, clock=us3_clock)
-        b2 = B2Emulator(dict([b2_account]), list(b2_buckets), auth_token_ttl=b2_auth_token_ttl, clock=b2_clock)
+        us3 = US3Emulator(dict([us3_account]), dict(us3_buckets), token_limit=10_000, clock=us3_clock, port=us3_port)
+        b2 = B2Emulator(
+            dict([b2_account]), list(b2_buckets), auth_token_ttl=b2_auth_token_ttl, clock=b2_clock, port=b2_port
+        )
         us3.start()
-        b2.start()
+        try:
+            b2.start()
+        except BaseException:
+            us3.stop()
+            raise
         return cls(us3, b2, us3_account, b2_account)
 
     def stop(self) -> None:
@@ -241,3 +252,32 @@ def wait_until(probe: Any, timeout: float, interval: float = 0.5) -> bool:
             return True
         time.sleep(interval)
     return False
+
+
+def shell_environment(emulators: Emulators, kubeconfig: Path, tool_dirs: Sequence[Path]) -> dict[str, str]:
+    """What a shell needs to follow README.md against the sandbox: the cluster, the tools, the accounts.
+
+    The account keys are the emulators' throwaway ones, under the names `storage-token provider`
+    reads (and README's `kubectl create secret` commands use).
+    """
+    return {
+        "KUBECONFIG": str(kubeconfig),
+        "B2_APPLICATION_KEY_ID": emulators.b2_account[0],
+        "B2_APPLICATION_KEY": emulators.b2_account[1],
+        "UCLOUD_PUBLIC_KEY": emulators.us3_account[0],
+        "UCLOUD_PRIVATE_KEY": emulators.us3_account[1],
+        "PATH": ":".join([*dict.fromkeys(str(d) for d in tool_dirs), "$PATH"]),
+    }
+
+
+def write_shell_environment(path: Path, variables: Mapping[str, str]) -> Path:
+    """A file to `source`: one `export` per variable, readable by its owner only (it holds account keys)."""
+    lines = ["# Written by `storage-token sandbox`; valid while it runs.  source this file"]
+    for name, value in variables.items():
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`")
+        if name != "PATH":
+            quoted = quoted.replace("$", "\\$")
+        lines.append(f'export {name}="{quoted}"')
+    path.touch(mode=0o600)
+    path.write_text("\n".join(lines) + "\n")
+    return path

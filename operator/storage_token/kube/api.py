@@ -1,35 +1,39 @@
 """`Kube`: the handful of API calls the operator makes, as coroutines returning plain dicts.
 
-The official client is synchronous; calls run in a bounded thread pool and skip
-model deserialisation (raw JSON is faster and keeps payloads as plain dicts).
+Requests go out with aiohttp on the event loop (see `kube.client`): every one has a timeout, none
+waits for a thread, and bodies stay plain JSON dicts (no model deserialisation).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from typing import Any
 
-from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+import aiohttp
+from kubernetes import client
 
 from storage_token.api.token import API_GROUP, API_VERSION
+from storage_token.kube.client import DEFAULT_TIMEOUTS, Timeouts, authorization_header, load_configuration, new_session
 
 Body = dict[str, Any]
+Patch = dict[str, Any] | list[dict[str, Any]]
 
 PLURALS = {
     "StorageToken": "storagetokens",
     "StorageProvider": "storageproviders",
     "ClusterStorageProvider": "clusterstorageproviders",
 }
-# AppsV1Api method suffixes per restartable workload kind.
-WORKLOAD_METHODS = {
-    "Deployment": "deployment",
-    "StatefulSet": "stateful_set",
-    "DaemonSet": "daemon_set",
-}
+WORKLOAD_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
+# Secrets are listed and watched as metadata only: their data never reaches the operator this way.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+WATCH_LINE_LIMIT = 2 * 1024 * 1024  # one event; metadata only is far smaller
+LIST_PAGE = 500  # objects per list page: bounded responses for the API server and for us
 
+MERGE_PATCH = "application/merge-patch+json"  # custom resources: no strategic merge
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 NAMESPACE_TERMINATING = "because it is being terminated"  # the NamespaceLifecycle admission refusal
 
@@ -39,9 +43,10 @@ class Conflict(Exception):
 
 
 class ApiError(Exception):
-    """The API server refused a request (other than 404 and 409), e.g. 429/5xx under load or 403.
+    """The API server refused a request (other than 404 and 409), e.g. 429/5xx under load or 403,
+    or could not be reached in time (status 0).
 
-    The controllers see this, never the client library's own exception type."""
+    The controllers see this, never an HTTP library's own exception type."""
 
     def __init__(self, status: int, reason: str) -> None:
         self.status, self.reason = status, reason
@@ -55,97 +60,159 @@ class NamespaceTerminating(ApiError):
     the namespace's own deletion of them brings the next event. Not a refusal of our rights."""
 
 
-def load_api_client(kubeconfig: str | None = None, pool_size: int = 32) -> client.ApiClient:
-    configuration = client.Configuration()
-    if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    else:
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)
-    configuration.connection_pool_maxsize = pool_size
-    return client.ApiClient(configuration)
+def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """The official client, for callers that want its typed API (tests, tools)."""
+    return client.ApiClient(load_configuration(kubeconfig))
+
+
+def _custom_path(kind: str, namespace: str | None, name: str | None = None) -> str:
+    scope = f"/namespaces/{namespace}" if namespace else ""
+    return f"/apis/{API_GROUP}/{API_VERSION}{scope}/{PLURALS[kind]}" + (f"/{name}" if name else "")
+
+
+def _watch_event(line: bytes) -> Body:
+    """One watch line; an ERROR event is a Conflict (list again) only when the version is too old."""
+    try:
+        event: Body = json.loads(line)
+    except ValueError:
+        raise ApiError(0, "a watch event that is not JSON") from None
+    if event.get("type") == "ERROR":
+        failure = event.get("object") or {}
+        code = int(failure.get("code") or 0)
+        if code == 410 or failure.get("reason") in ("Expired", "Gone"):
+            raise Conflict("watch resourceVersion too old")
+        raise ApiError(code, str(failure.get("reason") or "watch error"))
+    return event
+
+
+def _secrets_path(namespace: str | None) -> str:
+    return f"/api/v1/namespaces/{namespace}/secrets" if namespace else "/api/v1/secrets"
+
+
+def _error(status: int, text: str) -> Exception:
+    if status == 409:
+        return Conflict(_reason(status, text))
+    if status == 403 and NAMESPACE_TERMINATING in text:
+        return NamespaceTerminating(status=403, reason="namespace terminating")
+    return ApiError(status, _reason(status, text))
+
+
+def _reason(status: int, text: str) -> str:
+    """The Status object's reason (e.g. Forbidden, AlreadyExists): never the request body echoed back."""
+    try:
+        return str(json.loads(text).get("reason") or f"HTTP {status}")
+    except (ValueError, AttributeError):
+        return f"HTTP {status}"
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient, workers: int = 32) -> None:
-        self.api = api
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
-        self._custom = client.CustomObjectsApi(api)
-        self._core = client.CoreV1Api(api)
+    def __init__(
+        self, configuration: client.Configuration | client.ApiClient, timeouts: Timeouts = DEFAULT_TIMEOUTS
+    ) -> None:
+        if isinstance(configuration, client.ApiClient):
+            configuration = configuration.configuration
+        self.configuration, self.timeouts = configuration, timeouts
+        self._host = configuration.host.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None  # made on first use, inside the event loop
+        self._watch_session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=timeouts.request, connect=timeouts.connect)
         self.write_count = 0  # mutating requests sent; the benchmarks read it
 
-    async def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: function(*args, **kwargs))
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: str | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> Kube:
+        return cls(load_configuration(kubeconfig), timeouts)
 
-    async def _raw(self, function: Any, *args: Any, **kwargs: Any) -> Body | None:
-        """Call returning the JSON body, None on 404, Conflict on 409."""
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = new_session(self.configuration)
+        return self._session
+
+    @property
+    def watch_session(self) -> aiohttp.ClientSession:
+        """Watches hold their connection for minutes: their own pool, so any number of them never
+        leaves the requests waiting for a connection."""
+        if self._watch_session is None or self._watch_session.closed:
+            self._watch_session = new_session(self.configuration, max_connections=0)
+        return self._watch_session
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"Content-Type": content_type} if content_type else {}
+        authorization = authorization_header(self.configuration)
+        if authorization:
+            headers["Authorization"] = authorization
+        return headers
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: Patch | None = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+        accept: str | None = None,
+    ) -> Body | None:
+        """One request: the JSON body, None on 404, Conflict on 409, ApiError otherwise."""
+        if method != "GET":
+            self.write_count += 1
+        data = None if body is None else json.dumps(body).encode()
+        headers = self._headers(content_type if data is not None else None)
+        if accept:
+            headers["Accept"] = accept
         try:
-            response = await self._call(function, *args, _preload_content=False, **kwargs)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            if error.status == 409:
-                raise Conflict(str(error.reason)) from None
-            if error.status == 403 and NAMESPACE_TERMINATING in str(error.body or ""):
-                raise NamespaceTerminating(status=403, reason="namespace terminating") from None
-            raise ApiError(int(error.status or 0), str(error.reason or "")) from None
-        data: Body = json.loads(response.data or b"{}")
-        return data
+            async with self.session.request(
+                method, self._host + path, data=data, headers=headers, params=params, timeout=self._timeout
+            ) as response:
+                text = await response.text()
+                status = response.status
+        except TimeoutError:
+            raise ApiError(0, f"no answer from the API server within {self.timeouts.request:g}s") from None
+        except aiohttp.ClientError as error:
+            raise ApiError(0, f"API server unreachable ({type(error).__name__})") from None
+        if status == 404:
+            return None
+        if status >= 400:
+            raise _error(status, text)
+        try:
+            result: Body = json.loads(text) if text else {}
+        except ValueError:
+            raise ApiError(status, "the API server's answer was not JSON") from None
+        return result
 
-    async def _write(self, function: Any, *args: Any, **kwargs: Any) -> Body | None:
-        self.write_count += 1
-        return await self._raw(function, *args, **kwargs)
+    async def _list(
+        self, path: str, params: dict[str, str] | None = None, accept: str | None = None
+    ) -> tuple[list[Body], str]:
+        """Every item, page by page, and the list's resourceVersion (to watch from)."""
+        items: list[Body] = []
+        query = {**(params or {}), "limit": str(LIST_PAGE)}
+        while True:
+            page = await self._request("GET", path, params=query, accept=accept) or {}
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            if not meta.get("continue"):
+                return items, str(meta.get("resourceVersion") or "")
+            query["continue"] = meta["continue"]
 
     # -- custom resources ----------------------------------------------------
     async def get_object(self, kind: str, namespace: str | None, name: str) -> Body | None:
-        if namespace:
-            return await self._raw(
-                self._custom.get_namespaced_custom_object, API_GROUP, API_VERSION, namespace, PLURALS[kind], name
-            )
-        return await self._raw(self._custom.get_cluster_custom_object, API_GROUP, API_VERSION, PLURALS[kind], name)
+        return await self._request("GET", _custom_path(kind, namespace, name))
 
     async def list_objects(self, kind: str, namespace: str | None = None) -> list[Body]:
-        if namespace:
-            result = await self._raw(
-                self._custom.list_namespaced_custom_object, API_GROUP, API_VERSION, namespace, PLURALS[kind]
-            )
-        else:
-            result = await self._raw(self._custom.list_cluster_custom_object, API_GROUP, API_VERSION, PLURALS[kind])
-        return list((result or {}).get("items") or [])
+        items, _ = await self._list(_custom_path(kind, namespace))
+        return items
 
     async def patch_status(self, kind: str, namespace: str | None, name: str, patch: Body) -> Body | None:
-        if namespace:
-            return await self._write(
-                self._custom.patch_namespaced_custom_object_status,
-                API_GROUP,
-                API_VERSION,
-                namespace,
-                PLURALS[kind],
-                name,
-                patch,
-            )
-        return await self._write(
-            self._custom.patch_cluster_custom_object_status, API_GROUP, API_VERSION, PLURALS[kind], name, patch
-        )
+        return await self._request("PATCH", _custom_path(kind, namespace, name) + "/status", patch, MERGE_PATCH)
 
     async def patch_object(self, kind: str, namespace: str | None, name: str, patch: Body) -> Body | None:
-        if not namespace:
-            return await self._write(
-                self._custom.patch_cluster_custom_object, API_GROUP, API_VERSION, PLURALS[kind], name, patch
-            )
-        return await self._write(
-            self._custom.patch_namespaced_custom_object, API_GROUP, API_VERSION, namespace, PLURALS[kind], name, patch
-        )
+        return await self._request("PATCH", _custom_path(kind, namespace, name), patch, MERGE_PATCH)
 
     # -- secrets and namespaces -----------------------------------------------
     async def get_secret(self, namespace: str, name: str) -> Body | None:
-        return await self._raw(self._core.read_namespaced_secret, name, namespace)
+        return await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
 
     async def create_secret(self, namespace: str, body: Body) -> Body | None:
-        return await self._write(self._core.create_namespaced_secret, namespace, body)
+        return await self._request("POST", f"/api/v1/namespaces/{namespace}/secrets", body)
 
     async def set_secret_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str
@@ -154,12 +221,12 @@ class Kube:
 
         A JSON patch: a strategic merge patch would merge the list (finalizers have the merge
         strategy) and could never remove one. The data is never touched."""
-        patch = [
+        patch: list[Body] = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
             {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
         ]
         try:
-            return await self._write(self._core.patch_namespaced_secret, name, namespace, patch)
+            return await self._request("PATCH", f"/api/v1/namespaces/{namespace}/secrets/{name}", patch, JSON_PATCH)
         except ApiError as error:
             if error.status == 422:  # the test op failed: the Secret changed since it was read
                 raise Conflict("the Secret changed since it was read") from None
@@ -167,38 +234,84 @@ class Kube:
 
     async def replace_secret(self, namespace: str, name: str, body: Body) -> Body | None:
         """Replace the whole object; `body` carries the resourceVersion it was read at."""
-        return await self._write(self._core.replace_namespaced_secret, name, namespace, body)
+        return await self._request("PUT", f"/api/v1/namespaces/{namespace}/secrets/{name}", body)
 
     async def delete_secret(self, namespace: str, name: str, uid: str | None = None) -> None:
-        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid) if uid else None)
-        await self._write(self._core.delete_namespaced_secret, name, namespace, body=options)
+        options: Body = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        await self._request("DELETE", f"/api/v1/namespaces/{namespace}/secrets/{name}", options)
 
     async def get_namespace(self, name: str) -> Body | None:
-        return await self._raw(self._core.read_namespace, name)
+        return await self._request("GET", f"/api/v1/namespaces/{name}")
 
     # -- leases (leader election) ------------------------------------------------
     async def get_lease(self, namespace: str, name: str) -> Body | None:
-        return await self._raw(client.CoordinationV1Api(self.api).read_namespaced_lease, name, namespace)
+        return await self._request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")
 
     async def create_lease(self, namespace: str, body: Body) -> Body | None:
-        return await self._write(client.CoordinationV1Api(self.api).create_namespaced_lease, namespace, body)
+        return await self._request("POST", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases", body)
 
     async def replace_lease(self, namespace: str, name: str, body: Body) -> Body | None:
-        return await self._write(client.CoordinationV1Api(self.api).replace_namespaced_lease, name, namespace, body)
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
+        return await self._request("PUT", path, body)
 
     # -- events and workloads ----------------------------------------------------
     async def create_event(self, namespace: str, body: Body) -> None:
-        await self._write(self._core.create_namespaced_event, namespace, body)
+        await self._request("POST", f"/api/v1/namespaces/{namespace}/events", body)
 
     async def get_workload(self, kind: str, namespace: str, name: str) -> Body | None:
-        apps = client.AppsV1Api(self.api)
-        return await self._raw(getattr(apps, f"read_namespaced_{WORKLOAD_METHODS[kind]}"), name, namespace)
+        return await self._request("GET", f"/apis/apps/v1/namespaces/{namespace}/{WORKLOAD_PLURALS[kind]}/{name}")
 
     async def patch_workload(self, kind: str, namespace: str, name: str, patch: Body) -> Body | None:
-        apps = client.AppsV1Api(self.api)
-        function = getattr(apps, f"patch_namespaced_{WORKLOAD_METHODS[kind]}")
-        return await self._write(function, name, namespace, patch)
+        path = f"/apis/apps/v1/namespaces/{namespace}/{WORKLOAD_PLURALS[kind]}/{name}"
+        return await self._request("PATCH", path, patch, STRATEGIC_MERGE_PATCH)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self.api.close()
+    # -- watches -------------------------------------------------------------------
+    async def list_secrets(self, namespace: str | None, params: dict[str, str]) -> tuple[list[Body], str]:
+        """Secrets matching a label or field selector, and the list's resourceVersion to watch from."""
+        return await self._list(_secrets_path(namespace), params, accept=METADATA_LIST)
+
+    async def watch_secrets(
+        self, namespace: str | None, params: dict[str, str], resource_version: str
+    ) -> AsyncIterator[Body]:
+        """Watch events (`{"type", "object"}`) from `resource_version` until the server ends the watch.
+
+        A 410 (too old) or an ERROR event raises `Conflict`: the caller lists again."""
+        path = _secrets_path(namespace)
+        server_timeout = max(1, int(self.timeouts.watch) - 30)
+        query = {
+            **params,
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(server_timeout),
+        }
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeouts.connect, sock_read=self.timeouts.watch)
+        try:
+            headers = {**self._headers(), "Accept": METADATA_ONLY}
+            async with self.watch_session.get(
+                self._host + path, params=query, headers=headers, timeout=timeout
+            ) as response:
+                if response.status == 410:
+                    raise Conflict("watch resourceVersion too old")
+                if response.status >= 400:
+                    raise _error(response.status, await response.text())
+                buffer = b""
+                async for chunk in response.content.iter_any():
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    if len(buffer) > WATCH_LINE_LIMIT:
+                        raise ApiError(0, "a watch event over the size limit")
+                    for line in lines:
+                        if line.strip():
+                            yield _watch_event(line)
+        except TimeoutError:
+            raise ApiError(0, "the watch went silent") from None
+        except aiohttp.ClientError as error:
+            raise ApiError(0, f"API server unreachable ({type(error).__name__})") from None
+
+    async def aclose(self) -> None:
+        for session in (self._session, self._watch_session):
+            if session is not None:
+                await session.close()

@@ -4,7 +4,8 @@ Each function returns a message naming the offending field, or "".
 
 `ceiling_violation` is the one place that compares every way a token asks for power with
 the ceiling: permissions, B2 raw capabilities (by the permission they amount to), buckets,
-prefixes, IP lists, lifetime, grace period and renewal frequency. It fails closed: what the
+prefixes, IP lists, lifetime, grace period, renewal frequency and whether keys may outlive
+the token (deletionPolicy: Retain). It fails closed: what the
 ceiling does not name is refused (see model/provider.py for the defaults).
 
 Matching rules (also in the CRD descriptions):
@@ -245,6 +246,20 @@ def _time_violation(spec: TokenSpec, ceiling: Ceiling) -> str:
     return ""
 
 
+def retain_allowed(spec: TokenSpec, ceiling: Ceiling) -> bool:
+    """May this token's keys outlive it? Only if it asks and the provider explicitly allows it."""
+    return spec.deletion_policy == "Retain" and ceiling.allow_retain
+
+
+def _retention_violation(spec: TokenSpec, ceiling: Ceiling) -> str:
+    if spec.deletion_policy != "Revoke" and not retain_allowed(spec, ceiling):
+        return (
+            f"spec.deletionPolicy: {spec.deletion_policy} would leave keys live after the token is deleted, "
+            "beyond the operator's control; the provider does not allow it (policy.allowRetain)"
+        )
+    return ""
+
+
 def ceiling_violation(spec: TokenSpec, ceiling: Ceiling, provider_type: str) -> str:
     """The first way `spec` asks for more than `ceiling` allows, or ""."""
     return (
@@ -252,6 +267,7 @@ def ceiling_violation(spec: TokenSpec, ceiling: Ceiling, provider_type: str) -> 
         or _scope_violation(spec, ceiling)
         or _network_violation(spec, ceiling)
         or _time_violation(spec, ceiling)
+        or _retention_violation(spec, ceiling)
     )
 
 

@@ -18,6 +18,7 @@ from storage_token.policy.ceiling import (
     too_many_live_keys,
 )
 from storage_token.policy.inputs import PolicyInput
+from storage_token.policy.schedule import renewal_held_until, renewal_windows_problem
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,11 @@ def against_provider_rules(value: PolicyInput) -> Verdict | None:
     return Verdict(reasons.INVALID_SPEC, message) if message else None
 
 
+def renewal_windows_unusable(value: PolicyInput) -> Verdict | None:
+    message = renewal_windows_problem(value)
+    return Verdict(reasons.INVALID_RENEWAL_WINDOW, message) if message else None
+
+
 def provider_unusable(value: PolicyInput) -> Verdict | None:
     provider = value.provider
     if provider.spec is None or not provider.ready:
@@ -107,6 +113,7 @@ BLOCKERS: tuple[Check, ...] = (
     provider_unknown_or_foreign,
     beyond_ceiling,
     against_provider_rules,
+    renewal_windows_unusable,
     provider_unusable,
     secret_owned_by_someone_else,
 )
@@ -165,7 +172,7 @@ def manual_renewal_requested(value: PolicyInput) -> Verdict | None:
 
 def renewal_due(value: PolicyInput) -> Verdict | None:
     due = value.status.renewal_time
-    if due is not None and due <= value.now:
+    if due is not None and due <= value.now and renewal_held_until(value) is None:  # a missed window waits
         return Verdict(reasons.RENEWAL_DUE, f"renewal was due at {due.isoformat()}")
     return None
 

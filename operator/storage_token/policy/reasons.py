@@ -26,6 +26,7 @@ TEMPLATE_ERROR = "TemplateError"
 BACKING_OFF = "BackingOff"
 TOO_MANY_LIVE_KEYS = "TooManyLiveKeys"  # policy.maxLiveKeys: the next key waits for a revocation
 RENEWAL_RATE_LIMITED = "RenewalRateLimited"  # policy.minManualRenewInterval: the renew annotation waits
+INVALID_RENEWAL_WINDOW = "InvalidRenewalWindow"  # renewalWindows name an unknown time zone (the key stays)
 # Provider outcomes
 ISSUE_FAILED = "IssueFailed"
 PROVIDER_UNAVAILABLE = "ProviderUnavailable"
@@ -40,6 +41,8 @@ CREDENTIALS_VERIFIED = "CredentialsVerified"
 CREDENTIALS_SECRET_MISSING = "CredentialsSecretMissing"
 REVOKING_KEYS = "RevokingKeys"  # deletion waits for tokens to revoke through this provider
 
+# Re-issues whose replaced key nothing can be using any more: revoked at once, without a grace period.
+DEAD_KEY = frozenset({KEY_EXPIRED, KEY_REVOKED_AT_PROVIDER})
 # Blockers under which the token may no longer hold its current key: it is revoked after the grace period.
 REVOKE_CURRENT_KEY = frozenset(
     {POLICY_VIOLATION, NAMESPACE_NOT_ALLOWED, PROVIDER_NOT_FOUND, PROVIDER_DELETED, INVALID_SPEC, TEMPLATE_ERROR}

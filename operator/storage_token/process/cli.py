@@ -4,6 +4,7 @@ storage-token run           run the operator (kopf) against the current kubeconf
 storage-token sandbox       local control plane + emulators + operator + samples
 storage-token provider ...  check a provider account; issue/list/revoke keys
 storage-token emulator ...  run a provider emulator on loopback
+storage-token plan|status|renew|inspect  as `kubectl storage-token` (plan a change, see tokens by expiry, ...)
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storage-token", description=__doc__.split("\n\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
 
-    from storage_token.process import provider_cli
+    from storage_token.process import plugin_cli, provider_cli
 
     provider_cli.add_parser(subparsers)
+    plugin_cli.add_parsers(subparsers)
 
     emulator = subparsers.add_parser("emulator", help="run a provider emulator on loopback (for tests and demos)")
     emulator.add_argument("kind", choices=("us3", "b2"))

@@ -2,7 +2,12 @@
 
 Watch events only feed caches and queues (`on.event`), so kopf keeps no
 per-object progress of its own; finalizers, status and scheduling belong to
-the controllers.
+the controllers. Handlers are coroutines: kopf runs plain functions in its
+thread pool, and the caches and queues they feed belong to the event loop.
+
+Secrets are not watched through kopf (it would stream every Secret in the
+cluster, data included): `SecretFeeds` watches the operator's own Secrets by
+label and each credentials Secret by name.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ import kopf
 
 from storage_token.api.token import API_GROUP, API_VERSION
 from storage_token.controllers.manager import Manager
-from storage_token.kube.api import Kube, load_api_client
+from storage_token.controllers.secret_writer import LABEL_TOKEN
+from storage_token.kube.api import Kube
+from storage_token.kube.client import Timeouts, authorization_header, load_configuration
 from storage_token.kube.leader import LeaderElector
+from storage_token.runtime.secret_feeds import SecretFeeds
 from storage_token.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +47,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.scanning.disabled = True  # no cluster-wide list/watch of CRDs and namespaces: least-privilege RBAC
     # Replicas coordinate through a Lease (kube.leader), not kopf peering: see that module.
     settings.peering.standalone = True
-    kube = Kube(load_api_client(ours.kubeconfig))
+    configuration = load_configuration(ours.kubeconfig)
+    memo["kube_configuration"] = configuration
+    kube = Kube(configuration, Timeouts(request=ours.kube_timeout))
     ours = await resolve_identity(kube, ours)
     memo[SETTINGS_KEY] = ours
     elector = None
@@ -49,9 +59,33 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     manager = Manager(kube, ours, leading=elector.leading if elector else None)
     memo["manager"] = manager
     manager.start()
+    feeds = SecretFeeds(kube, ours.namespaces or [None], LABEL_TOKEN, manager.on_secret_event)
+    memo["feeds"] = feeds
+    feeds.want(manager.credentials_secrets())
+    feeds.start()
     if elector is not None:
         elector.on_start_leading = manager.resync
         memo["elector"] = asyncio.create_task(elector.run(), name="leader-election")
+
+
+@kopf.on.login()
+async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's watches use the very credentials our own requests use (loaded once, at start-up).
+
+    kopf asks again after a 401: the token is read from the configuration each time, so a
+    refreshed service account token is picked up."""
+    configuration = memo.get("kube_configuration") or load_configuration(memo[SETTINGS_KEY].kubeconfig)
+    header = authorization_header(configuration)
+    scheme, _space, token = (header or "").partition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert or None,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file or None,
+        private_key_path=configuration.key_file or None,
+    )
 
 
 async def resolve_identity(kube: Kube, settings: Settings) -> Settings:
@@ -78,33 +112,38 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     elector: asyncio.Task[None] | None = memo.get("elector")
     if elector is not None:
         elector.cancel()
+    feeds: SecretFeeds | None = memo.get("feeds")
+    if feeds is not None:
+        await feeds.stop()
     manager: Manager | None = memo.get("manager")
     if manager is not None:
         await manager.stop()
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "storagetokens")
-def token_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+async def token_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
     """A StorageToken changed: queue its reconcile."""
     memo["manager"].on_token_event(type, dict(body))
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "storageproviders")
-def provider_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
-    """A StorageProvider changed: queue a credentials check."""
-    memo["manager"].on_provider_event(type, _with_kind(body, "StorageProvider"))
+async def provider_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+    """A StorageProvider changed: queue a credentials check, and watch the Secret it names."""
+    _provider_changed(memo, type, _with_kind(body, "StorageProvider"))
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "clusterstorageproviders")
-def cluster_provider_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
-    """A ClusterStorageProvider changed: queue a credentials check."""
-    memo["manager"].on_provider_event(type, _with_kind(body, "ClusterStorageProvider"))
+async def cluster_provider_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
+    """A ClusterStorageProvider changed: queue a credentials check, and watch the Secret it names."""
+    _provider_changed(memo, type, _with_kind(body, "ClusterStorageProvider"))
 
 
-@kopf.on.event("v1", "secrets")
-def secret_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
-    """A Secret changed: a token's Secret (drift), provider credentials (re-verify), or a name conflict."""
-    memo["manager"].on_secret_event(type, _metadata_only(body))
+def _provider_changed(memo: kopf.Memo, event_type: str | None, body: dict[str, Any]) -> None:
+    manager: Manager = memo["manager"]
+    manager.on_provider_event(event_type, body)
+    feeds: SecretFeeds | None = memo.get("feeds")
+    if feeds is not None:
+        feeds.want(manager.credentials_secrets())
 
 
 def _with_kind(body: kopf.Body, kind: str) -> dict[str, Any]:
@@ -113,14 +152,19 @@ def _with_kind(body: kopf.Body, kind: str) -> dict[str, Any]:
     return result
 
 
-def _metadata_only(body: kopf.Body) -> dict[str, Any]:
-    """Secret data never leaves this function: only names and labels are needed."""
-    meta = body.get("metadata") or {}
-    return {
-        "metadata": {
-            "namespace": meta.get("namespace"),
-            "name": meta.get("name"),
-            "labels": dict(meta.get("labels") or {}),
-            "resourceVersion": meta.get("resourceVersion"),
-        }
-    }
+WORKLOAD_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
+
+
+def watch_workloads() -> None:
+    """Register watches of the restartable workloads (called before kopf starts, when RBAC allows it):
+    a rollout's progress then reaches the tokens whose old key waits for it at once."""
+    for kind, plural in WORKLOAD_PLURALS.items():
+        # The kind is bound as a default: a closure would see the loop's last kind.
+        async def workload_event(memo: kopf.Memo, body: kopf.Body, workload_kind: str = kind, **_: Any) -> None:
+            """A workload changed: queue the tokens whose rollout follows it (no pod template leaves here)."""
+            meta = body.get("metadata") or {}
+            memo["manager"].on_workload_event(
+                workload_kind, {"metadata": {"namespace": meta.get("namespace"), "name": meta.get("name")}}
+            )
+
+        kopf.on.event("apps", "v1", plural, id=f"{plural}-rollout")(workload_event)

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from storage_token.api.durations import parse_duration
@@ -23,7 +24,11 @@ def add_parser(subparsers: Any) -> None:
     # one-line error, not every subcommand (or --help) while the parser is being built.
     parser = subparsers.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
     env = os.environ.get
-    parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="default: in-cluster, then ~/.kube/config")
+    parser.add_argument(
+        "--kubeconfig",
+        default=env("KUBECONFIG"),
+        help="env KUBECONFIG; default: the in-cluster service account, then ~/.kube/config",
+    )
     parser.add_argument(
         "--cluster-id",
         default=env("STO_CLUSTER_ID", ""),
@@ -39,7 +44,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--operator-namespace",
         default=env("STO_OPERATOR_NAMESPACE") or env("POD_NAMESPACE") or "storage-token-system",
-        help="where ClusterStorageProvider credentials are read from; env STO_OPERATOR_NAMESPACE",
+        help="where ClusterStorageProvider credentials are read from; env STO_OPERATOR_NAMESPACE, then POD_NAMESPACE; "
+        "default storage-token-system",
     )
     parser.add_argument(
         "--namespace",
@@ -66,7 +72,46 @@ def add_parser(subparsers: Any) -> None:
         help="Lease name for leader election between replicas (in the operator namespace); "
         "env STO_LEADER_ELECTION_LEASE; default: off",
     )
+    # Go durations, like the CRDs' (e.g. 30s, 10m, 1h30m).
+    parser.add_argument(
+        "--sweep-interval",
+        type=_duration,
+        help="how often provider keys are listed (orphans, keys gone at the provider); "
+        "env STO_SWEEP_INTERVAL; default 10m",
+    )
+    parser.add_argument(
+        "--sweep-min-age",
+        type=_duration,
+        help="orphaned keys younger than this are left alone; env STO_SWEEP_MIN_AGE; default 10m",
+    )
+    parser.add_argument(
+        "--provider-recheck-interval",
+        type=_duration,
+        help="how often provider credentials are verified again; env STO_PROVIDER_RECHECK_INTERVAL; default 5m",
+    )
+    parser.add_argument(
+        "--provider-timeout",
+        type=_provider_timeout,
+        help="limit on each provider HTTP request, seconds or a duration; env STO_PROVIDER_TIMEOUT; default 10s",
+    )
     parser.set_defaults(func=run)
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _provider_timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = _duration(text).total_seconds()
+    if not 0 < seconds <= 300:
+        raise argparse.ArgumentTypeError(f"must be more than 0s and at most 5m, not {text!r}")
+    return seconds
 
 
 def _workers(text: str) -> int:
@@ -115,6 +160,20 @@ def _flag_or_env(value: T | None, name: str, default: T, parse: Callable[[str], 
         raise ValueError(f"{name}: {error}") from None
 
 
+def _boolean(raw: str) -> bool:
+    if raw.strip().lower() not in ("true", "false"):
+        raise ValueError(f"must be true or false, not {raw!r}")
+    return raw.strip().lower() == "true"
+
+
+def _seconds(raw: str) -> float:
+    """A number of seconds (`30`, `2.5`), or a duration such as `30s` or `1m`."""
+    try:
+        return float(raw)
+    except ValueError:
+        return parse_duration(raw).total_seconds()
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings(
@@ -129,23 +188,34 @@ def run(args: argparse.Namespace) -> int:
             log_level=_flag_or_env(args.log_level, "STO_LOG_LEVEL", Settings.log_level, _log_level),
             leader_election_lease=args.leader_election_lease,
             kubeconfig=args.kubeconfig,
-            sweep_interval=_flag_or_env(None, "STO_SWEEP_INTERVAL", Settings.sweep_interval, parse_duration),
-            sweep_min_age=_flag_or_env(None, "STO_SWEEP_MIN_AGE", Settings.sweep_min_age, parse_duration),
+            sweep_interval=_flag_or_env(args.sweep_interval, "STO_SWEEP_INTERVAL", Settings.sweep_interval, _duration),
+            sweep_min_age=_flag_or_env(args.sweep_min_age, "STO_SWEEP_MIN_AGE", Settings.sweep_min_age, _duration),
+            provider_timeout=_flag_or_env(
+                args.provider_timeout, "STO_PROVIDER_TIMEOUT", Settings.provider_timeout, _provider_timeout
+            ),
+            kube_timeout=_flag_or_env(None, "STO_KUBE_TIMEOUT", Settings.kube_timeout, _seconds),
+            restart_min_interval=_flag_or_env(
+                None, "STO_RESTART_MIN_INTERVAL", Settings.restart_min_interval, _duration
+            ),
+            watch_workloads=_flag_or_env(None, "STO_WATCH_WORKLOADS", Settings.watch_workloads, _boolean),
             provider_recheck_interval=_flag_or_env(
-                None, "STO_PROVIDER_RECHECK_INTERVAL", Settings.provider_recheck_interval, parse_duration
+                args.provider_recheck_interval,
+                "STO_PROVIDER_RECHECK_INTERVAL",
+                Settings.provider_recheck_interval,
+                _duration,
             ),
         )
     except ValueError as error:
         print(f"storage-token run: {error}", file=sys.stderr)
         return 2
-    if settings.kubeconfig:
-        os.environ["KUBECONFIG"] = settings.kubeconfig  # kopf's own login reads it
     configure_logging(settings.log_format, settings.log_level)
     import kopf
 
     from storage_token.process import handlers
     from storage_token.runtime import metrics
 
+    if settings.watch_workloads:
+        handlers.watch_workloads()
     metrics.serve(settings.metrics_port)
     memo = kopf.Memo()
     memo[handlers.SETTINGS_KEY] = settings

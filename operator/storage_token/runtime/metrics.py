@@ -36,6 +36,23 @@ UNOWNED_KEYS = Gauge(
     ["provider"],
 )
 QUEUE_DEPTH = Gauge(f"{NAMESPACE}_work_queue_depth", "Objects waiting for a reconcile")
+ROLLOUT_TARGETS = Gauge(
+    f"{NAMESPACE}_rollout_targets",
+    "Restart targets of the token's latest rotation (status.rollout total; 0 when nothing rolls out)",
+    ["namespace", "name"],
+)
+ROLLOUT_PENDING = Gauge(
+    f"{NAMESPACE}_rollout_pending_targets",
+    "Restart targets not yet rolled out to the latest key (status.rollout total - adopted)",
+    ["namespace", "name"],
+)
+
+# Failure series exist from the start at 0: `increase()` over a series that appears with its first
+# failure sees no increase, so an alert on it would miss the first failure after every restart.
+PROVIDER_TYPES = ("us3", "b2")
+for _provider in PROVIDER_TYPES:
+    ISSUANCES.labels(_provider, "failure")
+REVOCATIONS.labels("failure")
 
 
 def record_issuance(provider: str, result: str) -> None:
@@ -55,23 +72,33 @@ def record_provider_call(provider: str, call: str, outcome: str, seconds: float)
 
 
 def record_rate_limit_wait(provider: str, seconds: float) -> None:
-    if seconds > 0:
-        RATE_LIMIT_WAIT.labels(provider).inc(seconds)
+    # Zero waits count too: the series then exists (and rates read 0) before the first real wait.
+    RATE_LIMIT_WAIT.labels(provider).inc(max(seconds, 0.0))
 
 
 def record_token(
-    namespace: str, name: str, ready: bool, expires: float | None, renews: float | None, pending: int
+    namespace: str,
+    name: str,
+    ready: bool,
+    expires: float | None,
+    renews: float | None,
+    pending: int,
+    rollout_adopted: int = 0,
+    rollout_total: int = 0,
 ) -> None:
+    """`rollout_adopted`/`rollout_total`: status.rollout's counts for the latest rotation (0/0: none)."""
     TOKEN_READY.labels(namespace, name).set(1 if ready else 0)
     if expires is not None:
         TOKEN_EXPIRY.labels(namespace, name).set(expires)
     if renews is not None:
         TOKEN_RENEWAL.labels(namespace, name).set(renews)
     PENDING_REVOCATIONS.labels(namespace, name).set(pending)
+    ROLLOUT_TARGETS.labels(namespace, name).set(rollout_total)
+    ROLLOUT_PENDING.labels(namespace, name).set(max(rollout_total - rollout_adopted, 0))
 
 
 def forget_token(namespace: str, name: str) -> None:
-    for gauge in (TOKEN_READY, TOKEN_EXPIRY, TOKEN_RENEWAL, PENDING_REVOCATIONS):
+    for gauge in (TOKEN_READY, TOKEN_EXPIRY, TOKEN_RENEWAL, PENDING_REVOCATIONS, ROLLOUT_TARGETS, ROLLOUT_PENDING):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, name)
 

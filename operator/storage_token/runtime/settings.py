@@ -27,10 +27,18 @@ class Settings:
     workers: int = 16
     # Seconds per provider HTTP request.
     provider_timeout: float = 10.0
+    # Seconds per Kubernetes API request (watches excepted): a stuck connection frees its worker.
+    kube_timeout: float = 30.0
     # How often provider keys are listed to revoke orphans and notice keys gone at the provider.
     sweep_interval: timedelta = timedelta(minutes=10)
     # Orphans younger than this are left alone: an issuance may still be recording them.
     sweep_min_age: timedelta = timedelta(minutes=10)
+    # A rotation's restart of a workload waits this long, so rotations of other tokens sharing the
+    # workload meanwhile share the one restart; restarts of a workload are at least this far apart.
+    restart_min_interval: timedelta = timedelta(seconds=10)
+    # Watch Deployments, StatefulSets and DaemonSets so a finished rollout revokes the old key at once
+    # (needs list/watch on them; without it rollouts are polled).
+    watch_workloads: bool = True
     # How often provider credentials are re-verified without a change.
     provider_recheck_interval: timedelta = timedelta(minutes=5)
     # Ports for Prometheus metrics and the liveness probe (0 turns one off).
@@ -63,5 +71,7 @@ class Settings:
             raise ValueError("install id must be at most 253 of [A-Za-z0-9._/-]")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if not 0 < self.kube_timeout <= 300:
+            raise ValueError("the Kubernetes request timeout must be more than 0 and at most 300 seconds")
         if self.log_format not in ("plain", "json"):
             raise ValueError("log format must be plain or json")

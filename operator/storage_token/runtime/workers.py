@@ -5,7 +5,10 @@ One key is never reconciled twice at once; a key enqueued while it is being
 reconciled runs again afterwards. Keys are served most overdue first: each
 carries the wall-clock time its work became due (default: when it was added),
 so after a restart relists every object, a revocation or renewal that is
-already late runs before the check-ups of healthy objects. Timers live in one
+already late runs before the check-ups of healthy objects. With lanes (the
+Manager's: one per namespace) the lanes take turns, so one namespace's backlog
+can't hold another's work, and with deadlines the work whose key expires
+soonest goes first within a lane (see `WorkQueue`). Timers live in one
 heap driven by one task, so thousands of idle tokens cost no CPU between their
 renewals.
 
@@ -23,6 +26,7 @@ import heapq
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Hashable
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
 
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # seconds, for reconciles that raised
+URGENT_WITHIN = 300.0  # seconds; work with no deadline ranks as due this much later
 NOT_LEADING_PAUSE = 0.05  # seconds; only if the gate stays set while `is_leading()` says no
 
 
@@ -53,13 +58,34 @@ class Leadership(Protocol):
 
 
 class WorkQueue(Generic[K]):
+    """Keys waiting for a worker, served fairly between lanes and most urgent first within one.
+
+    `lane(key)` names the key's lane (the Manager: its namespace); lanes with waiting keys take
+    turns, one key each, so one namespace's backlog never holds another's work behind it.
+    Within a lane the key with the smallest rank goes first: its due time, or, given
+    `deadline(key)` (the epoch second its work must be done by, e.g. its key's expiry), the
+    earlier of that deadline and its due time plus `slack` (work without a deadline, such as a
+    first issuance, counts as due within `slack`; a key expiring sooner overtakes it).
+    Without `lane` and `deadline`, keys are simply served earliest due first.
+    """
+
     def __init__(
-        self, clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        lane: Callable[[K], Hashable] | None = None,
+        deadline: Callable[[K], float | None] | None = None,
+        slack: float = URGENT_WITHIN,
     ) -> None:
         self.clock, self.wall_clock = clock, wall_clock
-        # (due, sequence, key); an entry whose due no longer matches _queued[key] is stale and skipped.
-        self._ready: asyncio.PriorityQueue[tuple[float, int, K]] = asyncio.PriorityQueue()
-        self._queued: dict[K, float] = {}
+        self._lane_of = lane or (lambda key: None)
+        self._deadline_of = deadline
+        self.slack = slack
+        # lane -> heap of (rank, sequence, key); an entry whose sequence is no longer _queued[key]'s is stale.
+        self._lanes: dict[Hashable, list[tuple[float, int, K]]] = {}
+        self._turns: deque[Hashable] = deque()  # lanes with entries, in the order they are served
+        self._queued: dict[K, tuple[float, float, int]] = {}  # key -> (rank, due, sequence)
+        self._available = asyncio.Event()
         self._processing: dict[K, float] = {}  # key -> the due it was taken with (for put_back)
         self._dirty: dict[K, float] = {}
         self._timers: list[tuple[float, int, K]] = []
@@ -67,15 +93,55 @@ class WorkQueue(Generic[K]):
         self._sequence = itertools.count()
         self._timer_changed = asyncio.Event()
 
+    def rank(self, key: K, due: float) -> float:
+        """Where `key`, due at `due`, stands in its lane: smaller goes first."""
+        if self._deadline_of is None:
+            return due
+        deadline = self._deadline_of(key)
+        return min(due + self.slack, deadline) if deadline is not None else due + self.slack
+
     def add(self, key: K, due: float | None = None) -> None:
         """Queue `key`; `due` (epoch seconds) is when its work became due, earlier runs first."""
         due = self.wall_clock() if due is None else due
         if key in self._processing:
             self._dirty[key] = min(due, self._dirty.get(key, due))
-        elif due < self._queued.get(key, float("inf")):
-            self._queued[key] = due
-            self._ready.put_nowait((due, next(self._sequence), key))
+        else:
+            rank = self.rank(key, due)
+            current = self._queued.get(key)
+            if current is None or rank < current[0]:
+                sequence = next(self._sequence)
+                self._queued[key] = (rank, min(due, current[1]) if current else due, sequence)
+                lane = self._lane_of(key)
+                heap = self._lanes.get(lane)
+                if heap is None:
+                    heap = self._lanes[lane] = []
+                    self._turns.append(lane)
+                heapq.heappush(heap, (rank, sequence, key))
+                self._available.set()
+            elif due < current[1]:
+                self._queued[key] = (current[0], due, current[2])  # same place, earlier due kept for put_back
         metrics.set_queue_depth(len(self._queued))
+
+    def _pop(self) -> K | None:
+        """The head of the next lane in turn, or None when nothing is queued."""
+        while self._turns:
+            lane = self._turns.popleft()
+            heap = self._lanes[lane]
+            key: K | None = None
+            while heap:
+                _, sequence, candidate = heapq.heappop(heap)
+                if self._queued.get(candidate, (0.0, 0.0, -1))[2] == sequence:
+                    key = candidate
+                    break
+            while heap and self._queued.get(heap[0][2], (0.0, 0.0, -1))[2] != heap[0][1]:
+                heapq.heappop(heap)  # stale entries at the head don't keep a lane in turn
+            if heap:
+                self._turns.append(lane)
+            else:
+                del self._lanes[lane]
+            if key is not None:
+                return key
+        return None
 
     def add_at(self, key: K, when: float) -> None:
         """Enqueue `key` at monotonic time `when`; an earlier timer for it wins over a later one."""
@@ -95,11 +161,14 @@ class WorkQueue(Generic[K]):
 
     async def get(self) -> K:
         while True:
-            due, _, key = await self._ready.get()
-            if self._queued.get(key) == due:
+            key = self._pop()
+            if key is not None:
                 break
-        del self._queued[key]
+            self._available.clear()
+            await self._available.wait()
+        _, due, _ = self._queued.pop(key)
         self._processing[key] = due
+        metrics.set_queue_depth(len(self._queued))
         return key
 
     def done(self, key: K) -> None:
@@ -127,8 +196,11 @@ class WorkQueue(Generic[K]):
                     self.add(key, self.wall_clock() - (now - when))
             self._timer_changed.clear()
             timeout = self._timers[0][0] - now if self._timers else None
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that arrives as the
+            # event is set (an add_at racing stop()), and this task then never ends.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timer_changed.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._timer_changed.wait()
 
 
 Reconcile = Callable[[K], Coroutine[Any, Any, datetime | None]]

@@ -2,7 +2,7 @@
 
 Pure: no Kubernetes, no I/O. Values are plain strings; the caller base64-encodes them.
 
-Layout: a preset (``default``, ``aws``, ``rclone``, ``s3cmd``) gives a fixed set of keys;
+Layout: a preset (``default``, ``aws``, ``rclone``, ``s3cmd``, ``cosi``) gives a fixed set of keys;
 free templates (``template.data``: Secret key -> Jinja source) extend or override it.
 Free templates run in a locked-down Jinja sandbox:
 
@@ -56,18 +56,21 @@ from storage_token.api.token import SecretTemplate
 from storage_token.providers.base import IssuedKey
 
 __all__ = [
+    "COSI_KEYS",
     "MAX_OUTPUT_BYTES",
     "MAX_SECRET_BYTES",
     "PRESETS",
+    "PREVIOUS_KEY_NAMES",
     "TEMPLATE_VARIABLES",
     "KeyMaterial",
     "TemplateError",
     "limit_error",
+    "previous_key_names",
     "render_secret_data",
     "validate_template",
 ]
 
-PRESETS: tuple[str, ...] = ("default", "aws", "rclone", "s3cmd")
+PRESETS: tuple[str, ...] = ("default", "aws", "rclone", "s3cmd", "cosi")
 # What a free template can read; anything else is an undefined variable.
 TEMPLATE_VARIABLES: tuple[str, ...] = (
     "accessKeyId",
@@ -91,9 +94,9 @@ MAX_SECRET_BYTES: Final = 512 * 1024  # all values together, UTF-8
 MAX_SOURCE_CHARS: Final = 16 * 1024  # one template's source
 MAX_CHARS: Final = 64 * 1024  # any string a template computes
 MAX_ITEMS: Final = 4096  # any list, tuple or dict a template computes
-MAX_PRODUCED_CHARS: Final = 1024 * 1024  # text emitted while rendering one key, captured blocks included
-# Rendering cost per key, so no template runs for more than a fraction of a second:
-MAX_OPERATIONS: Final = 50_000  # calls, lookups, loop steps, arithmetic, filters, output pieces
+MAX_PRODUCED_CHARS: Final = 1024 * 1024  # text emitted while rendering one Secret, captured blocks included
+# Rendering cost per Secret (all its template keys together), so no render runs for more than a fraction of a second:
+MAX_OPERATIONS: Final = 50_000  # per Secret: calls, lookups, loop steps, arithmetic, filters, output pieces
 MAX_WORK: Final = 10_000_000  # characters those operations touch (an item counts 16)
 MAX_INT_BITS: Final = 4096  # integers computed by a template
 MAX_INDENT: Final = 64  # `indent`/`tojson` widths: a width multiplies the output
@@ -127,6 +130,7 @@ class TemplateError(Exception):
     LIMIT: Final = "LimitExceeded"
     EVALUATION: Final = "EvaluationFailed"
     UNSAFE_VALUE: Final = "UnsafeValue"
+    PRESET_MISMATCH: Final = "PresetNotApplicable"  # the key cannot be written in the preset's shape
 
     def __init__(self, message: str, *, reason: str, secret_key: str | None = None) -> None:
         super().__init__(message)
@@ -196,11 +200,14 @@ def render_secret_data(
     if template.data:
         variables = _template_variables(key)
         sensitive = _sensitive_values(key)
+        # One budget for the whole Secret, not one per key: 64 keys each just under a per-key
+        # budget would otherwise cost 64 times as much.
+        budget = _RenderState(static_names=frozenset())
         for name, source in template.data.items():
             _check_secret_key(name)
             if before_each is not None:
                 before_each(name)
-            value, problem = _render_one(source, variables)
+            value, problem = _render_one(source, variables, budget)
             if problem is not None:
                 # Raised here, outside any except block, so no exception holding rendered
                 # text or the template context is chained onto it.
@@ -317,11 +324,84 @@ def _preset_s3cmd(key: KeyMaterial) -> dict[str, str]:
     return {".s3cfg": _ini(".s3cfg", "default", values), "expiresAt": _expires_at(key)}
 
 
+# COSI v1alpha2, S3 protocol: the keys a BucketAccess Secret holds, in the order COSI lists them.
+COSI_KEYS: Final = (
+    "COSI_PROTOCOL",
+    "BUCKET_NAME",
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "AWS_S3_ADDRESSING_STYLE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
+COSI_ADDRESSING_STYLE: Final = "path"  # like the s3cmd preset: path-style works with every S3-compatible endpoint
+# COSI requires a region. An S3 endpoint whose name carries none (a custom s3Endpoint in front of
+# B2) gets the one every S3-compatible server takes as its default.
+COSI_FALLBACK_REGION: Final = "us-east-1"
+
+
+def _cosi_problem(what: str) -> TemplateError:
+    return TemplateError(f"preset 'cosi': {what}", reason=TemplateError.PRESET_MISMATCH)
+
+
+def _preset_cosi(key: KeyMaterial) -> dict[str, str]:
+    """One COSI BucketAccess Secret: exactly one bucket and an endpoint, or no Secret at all.
+
+    COSI writes one Secret per bucket and every S3 key of it is required and non-empty, so a key for
+    several buckets, or for the whole account, has no COSI shape: that fails (closed) rather than
+    pick a bucket. The rehearsal renders this with the spec's buckets, so it fails before any key exists.
+    """
+    if len(key.buckets) != 1:
+        count = "no bucket (a key for the whole account)" if not key.buckets else f"{len(key.buckets)} buckets"
+        raise _cosi_problem(
+            f"a COSI Secret names exactly one bucket (BUCKET_NAME) and this token has {count}; "
+            "list one bucket in spec.buckets (one StorageToken per bucket), or choose another preset"
+        )
+    if not key.endpoint:
+        raise _cosi_problem("the provider reports no S3 endpoint for AWS_ENDPOINT_URL; set the provider's s3Endpoint")
+    data = {
+        "COSI_PROTOCOL": "S3",
+        "BUCKET_NAME": key.buckets[0],
+        "AWS_ENDPOINT_URL": key.endpoint,
+        "AWS_DEFAULT_REGION": key.region or COSI_FALLBACK_REGION,
+        "AWS_S3_ADDRESSING_STYLE": COSI_ADDRESSING_STYLE,
+        "AWS_ACCESS_KEY_ID": key.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": key.secret_access_key,
+    }
+    assert tuple(data) == COSI_KEYS
+    return data
+
+
+# `secret.keepPrevious`: the Secret keys that hold the key pair, per preset, and the names the replaced
+# pair is kept under until it is revoked (file presets keep the whole previous file).
+PREVIOUS_KEY_NAMES: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
+    {
+        "default": {"accessKeyId": "previousAccessKeyId", "secretAccessKey": "previousSecretAccessKey"},
+        "aws": {
+            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID_PREVIOUS",
+            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY_PREVIOUS",
+        },
+        "cosi": {
+            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID_PREVIOUS",
+            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY_PREVIOUS",
+        },
+        "rclone": {"rclone.conf": "rclone-previous.conf"},
+        "s3cmd": {".s3cfg": ".s3cfg-previous"},
+    }
+)
+
+
+def previous_key_names(preset: str) -> Mapping[str, str]:
+    """Secret key of the current pair -> Secret key the previous pair is kept under ({} if none)."""
+    return PREVIOUS_KEY_NAMES.get(preset, {})
+
+
 _PRESET_BUILDERS: Final[Mapping[str, Callable[[KeyMaterial], dict[str, str]]]] = {
     "default": _preset_default,
     "aws": _preset_aws,
     "rclone": _preset_rclone,
     "s3cmd": _preset_s3cmd,
+    "cosi": _preset_cosi,
 }
 assert tuple(_PRESET_BUILDERS) == PRESETS
 
@@ -543,7 +623,8 @@ def _text_bound(value: object, cap: int) -> int:
 
 @dataclass
 class _RenderState:
-    """Per-render budget, and the names the template spelled out (safe to quote back)."""
+    """The budget of one Secret's render (all its template keys), and the names the template
+    being rendered spelled out (safe to quote back)."""
 
     static_names: frozenset[str]
     sizes: _SizeCache = field(default_factory=dict)
@@ -555,14 +636,14 @@ class _RenderState:
         self.operations += 1
         self.work += work
         if self.operations > MAX_OPERATIONS:
-            raise _OverLimit(f"rendering cost limit exceeded ({MAX_OPERATIONS} operations)")
+            raise _OverLimit(f"rendering cost limit exceeded ({MAX_OPERATIONS} operations for the whole Secret)")
         if self.work > MAX_WORK:
-            raise _OverLimit(f"rendering cost limit exceeded ({MAX_WORK} units of work)")
+            raise _OverLimit(f"rendering cost limit exceeded ({MAX_WORK} units of work for the whole Secret)")
 
     def produce(self, chars: int) -> None:
         self.produced += chars
         if self.produced > MAX_PRODUCED_CHARS:
-            raise _OverLimit(f"rendering produced more than {MAX_PRODUCED_CHARS} characters")
+            raise _OverLimit(f"rendering produced more than {MAX_PRODUCED_CHARS} characters for the whole Secret")
 
 
 # A context variable rather than an argument: the sandbox hooks and filters are called by
@@ -1120,12 +1201,19 @@ def _template_line(tb: TracebackType | None) -> int | None:
     return line
 
 
-def _render_one(source: object, variables: Mapping[str, Any]) -> tuple[str, _Problem | None]:
-    """Render one template; on failure a problem whose text holds no values."""
+def _render_one(
+    source: object, variables: Mapping[str, Any], budget: _RenderState | None = None
+) -> tuple[str, _Problem | None]:
+    """Render one template, drawing on `budget` (the whole Secret's; default: a fresh one).
+
+    On failure a problem whose text holds no values."""
     compiled = _compiled(source)
     if isinstance(compiled, _Problem):
         return "", compiled
-    token = _STATE.set(_RenderState(static_names=compiled.static_names))
+    state = budget if budget is not None else _RenderState(static_names=compiled.static_names)
+    state.static_names = compiled.static_names  # quotable names are this template's own
+    state.sizes = {}  # sizes are remembered by object identity: never across templates
+    token = _STATE.set(state)
     output = compiled.template.generate(variables)
     chunks: list[str] = []
     size = 0

@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from storage_token.api.conditions import condition, set_condition
-from storage_token.api.token import PendingRevocation, TokenStatus
+from storage_token.api.token import PendingRevocation, ProviderRef, TokenSpec, TokenStatus
+from storage_token.controllers.gather import resolve_provider
 from storage_token.controllers.steps.base import (
     ABANDON_ANNOTATION,
     FINALIZER,
@@ -17,6 +18,7 @@ from storage_token.controllers.steps.base import (
     where,
 )
 from storage_token.policy import reasons
+from storage_token.policy.ceiling import retain_allowed
 from storage_token.policy.schedule import (
     backoff_delay,
 )
@@ -42,7 +44,7 @@ class DeletionSteps(TokenSteps):
         status = TokenStatus.parse(token.get("status"))
         now = self.clock()
         abandon = (meta.get("annotations") or {}).get(ABANDON_ANNOTATION) == "true"
-        retain = (token.get("spec") or {}).get("deletionPolicy") == "Retain"
+        retain = await self._may_retain(token, status)
         failures: list[str] = []
         remaining: list[PendingRevocation] = []
         current_revoked = False
@@ -89,6 +91,28 @@ class DeletionSteps(TokenSteps):
             retry = now + backoff_delay(min(len(failures) + 3, 8), meta["uid"])
             return Outcome(wakeup=retry)
         return await self._release(token, "retained" if retain else "revoked")
+
+    async def _may_retain(self, token: dict[str, Any], status: TokenStatus) -> bool:
+        """deletionPolicy Retain, and the provider that issued the key allows it now (policy.allowRetain).
+
+        Anything less (no such provider, a namespace it no longer admits, a spec too broken to read)
+        revokes: a retained key is out of the operator's control, so this fails closed."""
+        if (token.get("spec") or {}).get("deletionPolicy") != "Retain":
+            return False
+        try:
+            spec = TokenSpec.parse(token.get("spec") or {}, default_secret_name="")
+        except ValueError:
+            return False
+        ref = spec.provider_ref
+        if status.provider:
+            kind, _, name = status.provider.partition("/")
+            ref = ProviderRef(kind, name)
+        state = await resolve_provider(
+            self.kube, self.settings, ref, token["metadata"]["namespace"], self.provider_cache
+        )
+        if state.spec is None or state.problem_reason == reasons.NAMESPACE_NOT_ALLOWED:
+            return False
+        return retain_allowed(spec, state.spec.ceiling)
 
     async def _report_waiting(
         self,

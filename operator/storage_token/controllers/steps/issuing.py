@@ -3,6 +3,7 @@ write the Secret."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from datetime import datetime
 from typing import Any
@@ -11,9 +12,13 @@ from storage_token.api.conditions import set_condition
 from storage_token.api.times import format_time
 from storage_token.api.token import PendingRevocation, TokenSpec, TokenStatus
 from storage_token.controllers.secret_writer import (
+    ANNOTATION_EXPIRES_AT,
     ANNOTATION_KEY_ID_HASH,
+    ANNOTATION_PREVIOUS_KEY_ID_HASH,
+    ANNOTATION_PREVIOUS_KEYS,
     ANNOTATION_REVISION,
     build_secret,
+    carry_previous,
     is_owned_by,
     key_id_hash,
     secret_state,
@@ -159,7 +164,9 @@ class IssuingSteps(RecordingSteps):
             del material
             return await self._render_failed(token, status, handle, issued, problem, value.now)
         expires = format_time(issued.not_after)
-        body = build_secret(token, spec.secret, data, issued.key_id, revision, expires)
+        alive = why.reason not in reasons.DEAD_KEY and status.not_after is not None and status.not_after > value.now
+        previous = carry_previous(secret, spec.secret, meta["uid"], status.key_id, alive)  # secret.keepPrevious
+        body = build_secret(token, spec.secret, data, issued.key_id, revision, expires, previous)
         del data, material
         try:
             self.own_secret_writes[(meta["namespace"], spec.secret.name)] = await write_secret(self.kube, body, secret)
@@ -167,6 +174,40 @@ class IssuingSteps(RecordingSteps):
             # Someone wrote the Secret meanwhile: keep the intent (the key is adopted/replaced next run).
             return Outcome(wakeup=value.now, body=token)
         return await self._record_issued(token, value, handle, issued, revision, why, value.spec_hash)
+
+    async def _sync_secret_metadata(
+        self, token: dict[str, Any], value: PolicyInput, secret: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """A label- or annotation-only edit: the Secret is rewritten around the key it holds (no new key),
+        and a specHash recorded under the legacy hash is brought up to date. Returns the token as written."""
+        state, status = value.secret, value.status
+        if secret is None or not (state.owned and state.intact and status.key_id):
+            return token
+        if state.key_id_hash != value.current_key_id_hash:
+            return token
+        meta = secret.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        revision = int(annotations.get(ANNOTATION_REVISION) or status.revision)
+        body = build_secret(
+            token, value.spec.secret, data, status.key_id, revision, annotations.get(ANNOTATION_EXPIRES_AT)
+        )
+        del data
+        wanted = body["metadata"]
+        # A kept previous pair stays in the data, so its annotations stay too: the revocation step
+        # finds the pair by them and removes it before that key is revoked.
+        for kept in (ANNOTATION_PREVIOUS_KEY_ID_HASH, ANNOTATION_PREVIOUS_KEYS):
+            if kept in annotations:
+                wanted["annotations"][kept] = annotations[kept]
+        if wanted["labels"] != (meta.get("labels") or {}) or wanted["annotations"] != annotations:
+            try:
+                written = await write_secret(self.kube, body, secret)
+            except Conflict:
+                return token  # someone wrote it meanwhile: its watch event brings us back
+            self.own_secret_writes[(token["metadata"]["namespace"], value.spec.secret.name)] = written
+        if (token.get("status") or {}).get("specHash") != value.spec_hash == status.spec_hash:
+            return await self._patch_status(token, {"specHash": value.spec_hash}) or token
+        return token
 
     async def _render_failed(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -22,9 +23,11 @@ from storage_token.policy.schedule import (
     backoff_delay,
     backoff_wakeup,
     next_wakeup,
-    renewal_time,
+    provider_windows,
+    renewal_plan,
     revocation_due,
 )
+from storage_token.policy.windows import Placement, describe
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,16 @@ class ReadinessSteps(TokenSteps):
             if leftover is not None:
                 pending += leftover
                 patch["intent"] = None
+        if why.reason in reasons.REVOKE_CURRENT_KEY:
+            # Keys waiting for a rollout wait no longer than the grace period either: the token may
+            # hold none of its keys now, and a rollout that never ends must not keep one alive.
+            due = revocation_due(self._grace(token), now, None)
+            pending = [
+                replace(entry, due_at=min(entry.due_at, due), awaiting_rollout=0, not_before=None)
+                if entry.awaiting_rollout
+                else entry
+                for entry in pending
+            ]
         if why.reason in reasons.REVOKE_CURRENT_KEY and status.key_id:
             # The token may no longer hold this key (ceiling narrowed, namespace offboarded, provider
             # deleted, spec broken): say so, then revoke it after the grace period.
@@ -57,6 +70,7 @@ class ReadinessSteps(TokenSteps):
                 )
             )
             patch.update(keyId=None, keyName=None, notAfter=None, renewalTime=None, issuedAt=None, specHash=None)
+            patch.update(nextRenewalWindow=None)
             why = Verdict(why.reason, f"{why.message}; key {status.key_name} is revoked at {format_time(due)}")
         if pending != list(status.pending_revocations):
             patch["pendingRevocations"] = [p.to_status() for p in pending]
@@ -87,16 +101,21 @@ class ReadinessSteps(TokenSteps):
         if status.failed_attempts and status.next_attempt and status.next_attempt > now:
             wakeup = backoff_wakeup(now, status.next_attempt, status.not_after, status.pending_revocations)
             return Outcome(wakeup=wakeup, body=token)
-        renew_at = status.renewal_time
+        renew_at, plan = status.renewal_time, Placement(status.renewal_time or now)
         if status.issued_at is not None:
-            renew_at = renewal_time(spec, status.issued_at, status.not_after, f"{value.uid}/{status.revision}")
+            seed = f"{value.uid}/{status.revision}"
+            plan = renewal_plan(spec, status.issued_at, status.not_after, seed, provider_windows(value), now)
+            renew_at = plan.at
         patch: dict[str, Any] = {}
         if format_time(renew_at) != format_time(status.renewal_time):
             patch["renewalTime"] = format_time(renew_at)
+        if format_time(plan.window_opens) != format_time(status.next_renewal_window):
+            patch["nextRenewalWindow"] = format_time(plan.window_opens)
         ready = condition((token.get("status") or {}).get("conditions"), "Ready")
-        if ready is None or ready.get("status") != "True" or status.observed_generation != value.generation:
+        if ready is None or ready.get("status") != "True" or status.observed_generation != value.generation or patch:
             message = (
                 f"key {status.key_name} valid until {format_time(status.not_after)}; renews at {format_time(renew_at)}"
+                + describe(plan)
             )
             patch["conditions"] = set_condition(
                 (token.get("status") or {}).get("conditions") or [],

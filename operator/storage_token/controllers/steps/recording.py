@@ -14,17 +14,19 @@ from storage_token.controllers.steps.base import (
     Outcome,
     error_reason,
 )
-from storage_token.controllers.steps.restarts import RestartSteps
+from storage_token.controllers.steps.rollout import RolloutSteps
 from storage_token.policy import reasons
 from storage_token.policy.checks import Verdict
 from storage_token.policy.inputs import PolicyInput
+from storage_token.policy.rollout import CONDITION, new_rollout, release, revocation_window, summary
 from storage_token.policy.schedule import (
     backoff_delay,
     backoff_wakeup,
     next_wakeup,
-    renewal_time,
+    renewal_plan,
     revocation_due,
 )
+from storage_token.policy.windows import describe
 from storage_token.providers.base import IssuedKey
 from storage_token.providers.errors import (
     ProviderError,
@@ -35,7 +37,10 @@ from storage_token.runtime.provider_pool import ProviderHandle
 log = logging.getLogger(__name__)
 
 
-class RecordingSteps(RestartSteps):
+# A replaced key that is already dead is revoked at once: nothing can be using it.
+
+
+class RecordingSteps(RolloutSteps):
     async def _record_issued(
         self,
         token: dict[str, Any],
@@ -50,33 +55,58 @@ class RecordingSteps(RestartSteps):
         meta, status, spec, now = token["metadata"], value.status, value.spec, value.now
         provider_name = f"{spec.provider_ref.kind}/{spec.provider_ref.name}"
         pending = list(TokenStatus.parse(token.get("status")).pending_revocations)
+        renewed = bool(status.key_id)
+        # The rotation reaches its restartTargets through `status.rollout`; the old key waits for it.
+        rollout = new_rollout(revision, ((t.kind, t.name) for t in spec.restart_targets), self.clock())
+        follow = renewed and bool(spec.restart_targets)
+        if renewed and not follow:  # restartTargets removed mid-rollout: earlier keys fall back to their floor
+            pending = release(pending, revision, now)
         if status.key_id and status.key_id != issued.key_id:
             grace = spec.revoke_grace_period
-            if why.reason in (reasons.KEY_EXPIRED, reasons.KEY_REVOKED_AT_PROVIDER):
-                grace = grace * 0  # nothing is using a dead key
+            floor, ceiling = revocation_window(grace, spec.max_revoke_delay, now, status.not_after)
+            waits = follow and why.reason not in reasons.DEAD_KEY
+            if why.reason in reasons.DEAD_KEY:
+                floor = revocation_due(grace * 0, now, status.not_after)  # nothing is using a dead key
             pending.append(
                 PendingRevocation(
                     key_id=status.key_id,
                     key_name=status.key_name,
                     provider=status.provider or provider_name,
-                    due_at=revocation_due(grace, now, status.not_after),
+                    # Waiting for the consumers: due at the ceiling, unless the rollout completes first.
+                    due_at=ceiling if waits else floor,
                     not_after=status.not_after,
                     secret_name=status.secret_name,
+                    awaiting_rollout=revision if waits else 0,
+                    not_before=floor if waits else None,
                 )
             )
         # Status keeps whole seconds: schedule from the values as stored, so a restart computes the same time.
         issued_at = parse_time(format_time(now))
         assert issued_at is not None
-        renew_at = renewal_time(spec, issued_at, parse_time(format_time(issued.not_after)), f"{meta['uid']}/{revision}")
+        plan = renewal_plan(
+            spec,
+            issued_at,
+            parse_time(format_time(issued.not_after)),
+            f"{meta['uid']}/{revision}",
+            handle.spec.ceiling.renewal_windows,
+            now,
+        )
+        renew_at = plan.at
         conditions = (token.get("status") or {}).get("conditions") or []
         conditions = set_condition(
             conditions, "Issuing", False, reasons.ISSUED, f"issued key {issued.key_name}", now, value.generation
         )
         message = (
             f"key {issued.key_name} valid until {format_time(issued.not_after)}; renews at {format_time(renew_at)}"
+            + describe(plan)
         )
         conditions = set_condition(conditions, "Ready", True, reasons.ISSUED, message, now, value.generation)
-        patch = {
+        if follow:
+            state, reason, consumers = summary(rollout, forced=False)
+            conditions = set_condition(conditions, CONDITION, state, reason, consumers, now, value.generation)
+        elif renewed:  # no targets to follow (any more): the grace period alone decides
+            conditions = [c for c in conditions if c.get("type") != CONDITION]
+        patch: dict[str, Any] = {
             "observedGeneration": value.generation,
             "conditions": conditions,
             "providerType": handle.spec.type,
@@ -87,6 +117,7 @@ class RecordingSteps(RestartSteps):
             "issuedAt": format_time(issued_at),
             "notAfter": format_time(issued.not_after),
             "renewalTime": format_time(renew_at),
+            "nextRenewalWindow": format_time(plan.window_opens),
             "revision": revision,
             "specHash": spec_hash,
             "intent": None,
@@ -96,9 +127,10 @@ class RecordingSteps(RestartSteps):
             "handledRenewRequest": value.renew_request or None,
             "pendingRevocations": [p.to_status() for p in pending],
         }
+        if renewed:
+            patch["rollout"] = rollout.to_status() if follow else None
         written = await self._patch_status(token, patch)
         self.missing_keys.discard(status.key_id)
-        renewed = bool(status.key_id)
         metrics.record_issuance(handle.spec.type, "renewed" if renewed else "issued")
         await self.events.record(
             token,
@@ -107,8 +139,6 @@ class RecordingSteps(RestartSteps):
             f"issued key {issued.key_name} (revision {revision}, {why.reason}), "
             f"valid until {format_time(issued.not_after)}",
         )
-        if renewed:
-            await self._restart_targets(token, spec, now)
         if status.secret_name and status.secret_name != spec.secret.name:
             await self._delete_our_secrets(meta, {status.secret_name})  # the Secret's old name
         return Outcome(

@@ -1,38 +1,99 @@
-"""Restarting a token's `restartTargets` after a rotation, only those that really consume its Secret."""
+"""Restarting one of a token's `restartTargets` for a rotation: gently, once per workload, retried.
+
+Only a workload that really consumes the token's Secret (or opts in) is restarted. Several tokens
+rotating within `Settings.restart_min_interval` share one restart of a workload: the restart
+annotation records when it happened, and any restart after a rotation's Secret write covers that
+rotation. Nothing here runs unless status records a rotation waiting for it, so an operator restart
+or a new leader never restarts anything by itself.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from storage_token.api.times import format_time
-from storage_token.api.token import TokenSpec
+from storage_token.api.times import format_time, parse_time
 from storage_token.controllers.steps.base import KIND, RESTART_ANNOTATION, TokenSteps
 from storage_token.kube.api import ApiError
 from storage_token.policy.consumers import restart_refusal
+from storage_token.policy.rollout import (
+    NOT_FOUND,
+    REFUSED,
+    RESTART_FAILED,
+    RESTART_PENDING,
+    ROLLING,
+    TargetState,
+    precise_time,
+    restart_moment,
+)
+from storage_token.policy.schedule import backoff_delay
+
+RESTART_FAILED_EVENT = "RestartFailed"
+RESTART_REFUSED_EVENT = "RestartRefused"
+
+
+def last_restart(workload: dict[str, Any]) -> datetime | None:
+    """When the operator last restarted this workload (any token's rotation), from its pod template."""
+    template = (workload.get("spec") or {}).get("template") or {}
+    value = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTART_ANNOTATION)
+    try:
+        return parse_time(value)
+    except ValueError:  # somebody wrote something else there: treat it as never restarted by us
+        return None
 
 
 class RestartSteps(TokenSteps):
-    async def _restart_targets(self, token: dict[str, Any], spec: TokenSpec, now: datetime) -> None:
-        """Annotate each target's pod template (a rolling restart); refuse, with an event, a workload
-        that neither reads the Secret nor opts in: the operator is nobody's deputy for other workloads."""
+    async def _restart_target(
+        self, token: dict[str, Any], secret_name: str, target: TargetState, since: datetime, now: datetime
+    ) -> tuple[TargetState, datetime | None]:
+        """Move a target waiting for its restart on: (its new state, when to look again if it waits)."""
         meta = token["metadata"]
-        patch = {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: format_time(now)}}}}}
-        for target in spec.restart_targets:
-            what = f"{target.kind} {target.name}"
-            try:
-                workload = await self.kube.get_workload(target.kind, meta["namespace"], target.name)
-                if workload is None:
-                    problem = "not found"
-                elif refusal := restart_refusal(workload, meta["name"], spec.secret.name):
-                    await self.events.record(
-                        token, KIND, "RestartRefused", f"not restarting {what}: {refusal}", warning=True
-                    )
-                    continue
-                elif await self.kube.patch_workload(target.kind, meta["namespace"], target.name, patch) is None:
-                    problem = "not found"
-                else:
-                    continue
-            except (ApiError, OSError) as error:  # best effort: the event says what failed, the rotation stands
-                problem = str(error)[:200]
-            await self.events.record(token, KIND, "RestartFailed", f"could not restart {what}: {problem}", warning=True)
+        what = f"{target.kind} {target.name}"
+        if target.next_attempt is not None and target.next_attempt > now:
+            return target, target.next_attempt
+        try:
+            workload = await self.kube.get_workload(target.kind, meta["namespace"], target.name)
+            if workload is None:
+                return await self._not_found(token, target)
+            if refusal := restart_refusal(workload, meta["name"], secret_name):
+                await self.events.record(
+                    token, KIND, RESTART_REFUSED_EVENT, f"not restarting {what}: {refusal}", warning=True
+                )
+                return replace(target, state=REFUSED, message=refusal, next_attempt=None), None
+            last = last_restart(workload)
+            at = restart_moment(since, last, self.settings.restart_min_interval, now)
+            if at is None:  # another rotation's restart came after our Secret write: it covers ours
+                generation = int(workload["metadata"].get("generation") or 0)
+                message = f"restarted at {format_time(last)}, after the Secret was written"
+                return replace(target, state=ROLLING, generation=generation, message=message, next_attempt=None), None
+            if at > now:
+                message = f"restart at {format_time(at)}: rotations of other tokens sharing it until then join it"
+                return replace(target, state=RESTART_PENDING, message=message), at
+            patch = {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: precise_time(now)}}}}}
+            patched = await self.kube.patch_workload(target.kind, meta["namespace"], target.name, patch)
+            if patched is None:
+                return await self._not_found(token, target)
+        except (ApiError, OSError) as error:
+            return await self._restart_failed(token, target, str(error)[:200], now)
+        generation = int(patched["metadata"].get("generation") or 0)
+        restarted = replace(target, state=ROLLING, generation=generation, message="restarted", next_attempt=None)
+        return restarted, None
+
+    async def _not_found(self, token: dict[str, Any], target: TargetState) -> tuple[TargetState, datetime | None]:
+        """A target that doesn't exist consumes nothing: it doesn't hold the old key, but a typo is worth an event."""
+        message = f"could not restart {target.kind} {target.name}: not found"
+        await self.events.record(token, KIND, RESTART_FAILED_EVENT, message, warning=True)
+        return replace(target, state=NOT_FOUND, message="not found", next_attempt=None), None
+
+    async def _restart_failed(
+        self, token: dict[str, Any], target: TargetState, problem: str, now: datetime
+    ) -> tuple[TargetState, datetime | None]:
+        """Visible (state, message, event) and retried with backoff; the ceiling still bounds the old key."""
+        attempts = target.attempts + 1
+        retry = now + backoff_delay(attempts, f"{token['metadata']['uid']}/{target.kind}/{target.name}")
+        message = f"could not restart {target.kind} {target.name}: {problem}; attempt {attempts + 1} at "
+        message += str(format_time(retry))
+        await self.events.record(token, KIND, RESTART_FAILED_EVENT, message, warning=True)
+        failed = replace(target, state=RESTART_FAILED, attempts=attempts, message=problem, next_attempt=retry)
+        return failed, retry

@@ -1,4 +1,8 @@
-"""Revoking queued keys when due, retried with backoff and never forgotten."""
+"""Revoking queued keys when due, retried with backoff and never forgotten.
+
+A key the Secret still holds as its previous pair (`secret.keepPrevious`) leaves the Secret first: no
+Secret ever holds a revoked key. A key revoked at the ceiling while its rollout still ran says so.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,18 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from storage_token.api.token import TokenStatus
+from storage_token.api.conditions import set_condition
+from storage_token.api.token import PendingRevocation, TokenStatus
+from storage_token.controllers.secret_writer import drop_previous
 from storage_token.controllers.steps.base import (
+    KIND,
     Outcome,
     TokenSteps,
 )
+from storage_token.kube.api import Conflict
+from storage_token.policy.rollout import CEILING_REACHED, CONDITION, EVENT_FORCED, Rollout, summary
 from storage_token.policy.schedule import (
+    BACKOFF_BASE,
     backoff_delay,
     due_revocations,
 )
@@ -27,6 +37,10 @@ class RevocationSteps(TokenSteps):
         if not due:
             return outcome
         remaining = [p for p in status.pending_revocations if p not in due]
+        kept = await self._drop_previous_pairs(token, due)
+        if kept:  # the Secret moved under us: revoke once it no longer holds the key
+            remaining += [replace(entry, due_at=now + BACKOFF_BASE) for entry in kept]
+            due = [entry for entry in due if entry not in kept]
         for entry in due:
             error = await self._revoke(token, entry)
             if error is None:
@@ -45,8 +59,47 @@ class RevocationSteps(TokenSteps):
         if revoked:
             # Only deletes a Secret that holds one of these keys (e.g. a renamed Secret's old copy).
             await self._delete_dead_secret(token, revoked)
-        written = await self._patch_status(token, {"pendingRevocations": [p.to_status() for p in remaining]})
+        patch: dict[str, Any] = {"pendingRevocations": [p.to_status() for p in remaining]}
+        forced = [entry for entry in revoked if entry.awaiting_rollout]
+        if forced:
+            patch["conditions"] = await self._forced(token, forced)
+        written = await self._patch_status(token, patch)
         wakeup = outcome.wakeup
         for entry in remaining:
             wakeup = entry.due_at if wakeup is None else min(wakeup, entry.due_at)
         return Outcome(wakeup=wakeup, body=written or token)
+
+    async def _drop_previous_pairs(
+        self, token: dict[str, Any], due: list[PendingRevocation]
+    ) -> list[PendingRevocation]:
+        """Rewrite the Secret without the previous pair of any key about to be revoked; the entries whose
+        revocation must wait (the Secret changed since it was read, or could not be written)."""
+        meta = token["metadata"]
+        name = (token.get("status") or {}).get("secretName") or meta["name"]
+        try:
+            written = await drop_previous(self.kube, meta, name, {entry.key_id for entry in due})
+        except Conflict:
+            return list(due)
+        if written:
+            self.own_secret_writes[(meta["namespace"], name)] = written
+        return []
+
+    async def _forced(self, token: dict[str, Any], forced: list[PendingRevocation]) -> list[dict[str, Any]]:
+        """maxRevokeDelay (or the key's expiry) came before every consumer had switched: event and condition."""
+        raw_status = token.get("status") or {}
+        rollout = Rollout.parse(raw_status.get("rollout"))
+        progress = f"{rollout.adopted}/{rollout.total}" if rollout is not None else "not all"
+        names = ", ".join(entry.key_name for entry in forced)
+        await self.events.record(
+            token,
+            KIND,
+            EVENT_FORCED,
+            f"revoked key {names} at maxRevokeDelay while {progress} consumers had switched",
+            warning=True,
+        )
+        now, generation = self.clock(), int(token["metadata"].get("generation") or 0)
+        message = f"maxRevokeDelay revoked key {names} while {progress} consumers had switched"
+        if rollout is not None and not rollout.done:
+            message = summary(rollout, forced=True)[2]
+        conditions = raw_status.get("conditions") or []
+        return set_condition(conditions, CONDITION, False, CEILING_REACHED, message, now, generation)
