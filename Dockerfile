@@ -23,6 +23,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 65532 operator \
  && useradd --system --uid 65532 --gid operator --no-create-home --shell /usr/sbin/nologin operator
 COPY --from=build /opt/venv /opt/venv
+COPY LICENSE /usr/share/licenses/storage-token-operator/LICENSE
 USER 65532:65532
 EXPOSE 8080 8081
 ENTRYPOINT ["storage-token", "run"]

@@ -361,7 +361,9 @@ class FakeKube:
             "patch_workload", locals(), lambda: self._patch(kind, namespace, name, patch, status=False), write=True
         )
 
-    async def list_secrets(self, namespace: str | None, params: dict[str, str]) -> tuple[list[Body], str]:
+    async def list_secrets(
+        self, namespace: str | None, params: dict[str, str], metadata_only: bool = True
+    ) -> tuple[list[Body], str]:
         """Label selectors by key existence (`key`) and field selectors `metadata.name=X`: the two the
         operator uses."""
 
@@ -370,7 +372,7 @@ class FakeKube:
             field = params.get("fieldSelector", "")
             name = field.removeprefix("metadata.name=") if field else None
             items = [
-                secret
+                {"metadata": secret["metadata"]} if metadata_only else secret
                 for secret in self.list_of("Secret", namespace)
                 if (label is None or label in (secret["metadata"].get("labels") or {}))
                 and (name is None or secret["metadata"]["name"] == name)

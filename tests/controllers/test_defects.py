@@ -432,3 +432,23 @@ async def test_template_errors_never_carry_key_material(harness: Harness) -> Non
     for secret in secrets:
         pieces = {secret[i : i + 6] for i in range(len(secret) - 5)}
         assert not any(piece in text for piece in pieces), "a piece of the secret key reached status or events"
+
+
+async def test_a_namespace_being_deleted_mints_no_key_for_the_secret_it_deleted_first() -> None:
+    """The namespace controller deletes a token's Secret before the token's own deletion is seen: that
+    is not drift to repair (a new key could be written nowhere), so no key is created (found in CI:
+    one extra key per token of every namespace torn down)."""
+    h = await Harness.start()
+    try:
+        provider = await h.create_provider("b2")
+        await h.create_token("team-a", "app", provider)
+        await h.reconcile_token("team-a", "app")
+        keys = len(h.keys_at_provider("b2", live_only=False))
+        # The namespace controller's first moves: the namespace terminates, the Secret is gone, and
+        # the token's own deletion is not seen yet.
+        h.kube.namespaces["team-a"]["status"] = {"phase": "Terminating"}
+        h.kube.delete("Secret", "team-a", "app")
+        await h.reconcile_token("team-a", "app")
+        assert len(h.keys_at_provider("b2", live_only=False)) == keys
+    finally:
+        await h.close()

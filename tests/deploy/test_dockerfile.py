@@ -58,6 +58,12 @@ def test_the_image_is_built_in_stages() -> None:
     assert any(args.startswith("--from=") for args in copies), "the final stage copies the build stage's output"
 
 
+def test_the_image_carries_the_license_it_declares() -> None:
+    copies = [args for word, args in stages()[-1] if word == "COPY"]
+    assert any(args.split()[0] == "LICENSE" for args in copies)
+    assert "Apache License" in (DOCKERFILE.parent / "LICENSE").read_text()
+
+
 def test_base_images_are_pinned_to_a_full_version() -> None:
     for stage in stages():
         image = stage[0][1].split()[0]

@@ -268,9 +268,14 @@ class Kube:
         return await self._request("PATCH", path, patch, STRATEGIC_MERGE_PATCH)
 
     # -- watches -------------------------------------------------------------------
-    async def list_secrets(self, namespace: str | None, params: dict[str, str]) -> tuple[list[Body], str]:
-        """Secrets matching a label or field selector, and the list's resourceVersion to watch from."""
-        return await self._list(_secrets_path(namespace), params, accept=METADATA_LIST)
+    async def list_secrets(
+        self, namespace: str | None, params: dict[str, str], metadata_only: bool = True
+    ) -> tuple[list[Body], str]:
+        """Secrets matching a label or field selector, and the list's resourceVersion to watch from.
+
+        Metadata only unless asked: the watches never need the data (the plan command does, to
+        check each Secret still holds its key, as the controller would)."""
+        return await self._list(_secrets_path(namespace), params, accept=METADATA_LIST if metadata_only else None)
 
     async def watch_secrets(
         self, namespace: str | None, params: dict[str, str], resource_version: str

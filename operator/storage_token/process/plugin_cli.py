@@ -105,7 +105,7 @@ class LiveCluster:
         return await self.kube.patch_object(kind, namespace, name, patch)
 
     async def list_secrets(self, namespace: str) -> list[Body]:
-        items, _ = await self.kube.list_secrets(namespace, {})
+        items, _ = await self.kube.list_secrets(namespace, {}, metadata_only=False)
         return items
 
     async def token_schema(self) -> Body | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from storage_token.api.conditions import set_condition
@@ -30,7 +30,7 @@ from storage_token.controllers.steps.base import (
     unreachable,
 )
 from storage_token.controllers.steps.recording import RecordingSteps
-from storage_token.kube.api import Conflict
+from storage_token.kube.api import ApiError, Conflict
 from storage_token.policy import reasons
 from storage_token.policy.checks import Verdict
 from storage_token.policy.inputs import PolicyInput
@@ -50,9 +50,17 @@ from storage_token.secrets.render import KeyMaterial, TemplateError
 from storage_token.secrets.worker import RenderWorkerError
 
 log = logging.getLogger(__name__)
+NAMESPACE_WAIT = timedelta(seconds=5)  # a token whose namespace is terminating looks again this often
 
 
 class IssuingSteps(RecordingSteps):
+    async def _namespace_terminating(self, namespace: str) -> bool:
+        try:
+            found = await self.kube.get_namespace(namespace)
+        except ApiError:
+            return False  # may not read namespaces (a namespaced install): the Secret write will say
+        return bool(found) and ((found or {}).get("status") or {}).get("phase") == "Terminating"
+
     async def _rehearse(self, spec: TokenSpec) -> None:
         """Build the whole Secret with placeholder keys, checked as the API server would check it,
         so bad input fails before any key exists (the outcome is cached per template)."""
@@ -70,6 +78,10 @@ class IssuingSteps(RecordingSteps):
         secret: dict[str, Any] | None,
     ) -> Outcome:
         meta, status, spec = token["metadata"], value.status, value.spec
+        if why.reason == reasons.SECRET_MISSING and await self._namespace_terminating(meta["namespace"]):
+            # The namespace is being deleted: its Secrets go first and the token's deletion follows.
+            # A key issued now could never be written anywhere; wait for the deletion instead.
+            return Outcome(wakeup=value.now + NAMESPACE_WAIT, body=token)
         provider_type = handle.spec.type
         issued: IssuedKey | None = None
         revision = status.revision + 1
