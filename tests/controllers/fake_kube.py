@@ -37,6 +37,7 @@ import yaml
 from storage_token.api.times import format_time
 from storage_token.api.token import API_GROUP, API_VERSION
 from storage_token.kube.api import ApiError, Conflict, NamespaceTerminating
+from storage_token.process.plugin_cli import apply_schema_defaults  # the API server's defaulting, once
 
 Body = dict[str, Any]
 T = TypeVar("T")
@@ -91,25 +92,6 @@ def load_crd_schemas(directory: Path = CRD_DIR) -> dict[str, Body]:
         stored = next((v for v in versions if v.get("storage")), versions[0])
         schemas[crd["spec"]["names"]["kind"]] = stored["schema"]["openAPIV3Schema"]
     return schemas
-
-
-def apply_defaults(value: Any, schema: Body) -> Any:
-    """Structural-schema defaulting: absent fields with a `default` get it, then nested fields."""
-    if isinstance(value, dict):
-        properties = schema.get("properties") or {}
-        for name, sub in properties.items():
-            if name not in value and "default" in sub:
-                value[name] = copy.deepcopy(sub["default"])
-            if name in value:
-                value[name] = apply_defaults(value[name], sub)
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict):
-            for name in value:
-                if name not in properties:
-                    value[name] = apply_defaults(value[name], extra)
-    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [apply_defaults(item, schema["items"]) for item in value]
-    return value
 
 
 @dataclass
@@ -433,7 +415,7 @@ class FakeKube:
 
     def _defaulted(self, kind: str, body: Body) -> Body:
         schema = self.schemas.get(kind)
-        return apply_defaults(body, schema) if schema is not None else body
+        return apply_schema_defaults(body, schema) if schema is not None else body
 
     def _create(self, kind: str, namespace: str, body: Body) -> Body | None:
         body = copy.deepcopy(body)

@@ -91,7 +91,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--provider-timeout",
-        type=_provider_timeout,
+        type=_timeout,
         help="limit on each provider HTTP request, seconds or a duration; env STO_PROVIDER_TIMEOUT; default 10s",
     )
     parser.set_defaults(func=run)
@@ -104,7 +104,8 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _provider_timeout(text: str) -> float:
+def _timeout(text: str) -> float:
+    """Seconds (`30`, `2.5`) or a Go duration (`30s`, `1m`), more than 0 and at most 5 minutes."""
     try:
         seconds = float(text)
     except ValueError:
@@ -166,14 +167,6 @@ def _boolean(raw: str) -> bool:
     return raw.strip().lower() == "true"
 
 
-def _seconds(raw: str) -> float:
-    """A number of seconds (`30`, `2.5`), or a duration such as `30s` or `1m`."""
-    try:
-        return float(raw)
-    except ValueError:
-        return parse_duration(raw).total_seconds()
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings(
@@ -191,9 +184,9 @@ def run(args: argparse.Namespace) -> int:
             sweep_interval=_flag_or_env(args.sweep_interval, "STO_SWEEP_INTERVAL", Settings.sweep_interval, _duration),
             sweep_min_age=_flag_or_env(args.sweep_min_age, "STO_SWEEP_MIN_AGE", Settings.sweep_min_age, _duration),
             provider_timeout=_flag_or_env(
-                args.provider_timeout, "STO_PROVIDER_TIMEOUT", Settings.provider_timeout, _provider_timeout
+                args.provider_timeout, "STO_PROVIDER_TIMEOUT", Settings.provider_timeout, _timeout
             ),
-            kube_timeout=_flag_or_env(None, "STO_KUBE_TIMEOUT", Settings.kube_timeout, _seconds),
+            kube_timeout=_flag_or_env(None, "STO_KUBE_TIMEOUT", Settings.kube_timeout, _timeout),
             restart_min_interval=_flag_or_env(
                 None, "STO_RESTART_MIN_INTERVAL", Settings.restart_min_interval, _duration
             ),
