@@ -87,7 +87,13 @@ def operator(
         cluster_id="e2e",
         operator_namespace=OPERATOR_NAMESPACE,
         metrics_port=free_port(),
-        env={"STO_SWEEP_INTERVAL": "5s", "STO_SWEEP_MIN_AGE": "20s", "STO_PROVIDER_RECHECK_INTERVAL": "30s"},
+        # Routine events on, so the suite sees (and the leak scan reads) every event the operator can post.
+        env={
+            "STO_SWEEP_INTERVAL": "5s",
+            "STO_SWEEP_MIN_AGE": "20s",
+            "STO_PROVIDER_RECHECK_INTERVAL": "30s",
+            "STO_ROUTINE_EVENTS": "true",
+        },
     ).start()
     yield process
     # Nothing secret escapes, whatever ran: checked once every test of the session is done, with one

@@ -204,6 +204,7 @@ def test_the_cluster_wide_rbac_carries_a_token_through_issue_renewal_and_deletio
             cluster_id="rbac",
             operator_namespace=release.env["STO_OPERATOR_NAMESPACE"],
             extra_args=[f"--leader-election-lease={release.env['STO_LEADER_ELECTION_LEASE']}"],
+            env={"STO_ROUTINE_EVENTS": "true"},  # its Issued event proves the Role lets it post events
         ).start()
         try:
             apply_provider(api, emulators, "b2", namespace, "b2")  # the credentials check writes provider status

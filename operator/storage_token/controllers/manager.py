@@ -55,7 +55,7 @@ class Manager:
         if leading is None:
             self.leading.set()
         self.pool = ProviderPool(kube, timeout=settings.provider_timeout)
-        self.events = EventRecorder(kube, settings.operator_namespace)
+        self.events = EventRecorder(kube, settings.operator_namespace, routine=settings.routine_events)
         self.tokens = TokenController(kube, self.pool, self.events, settings, clock=clock)
         self.providers = ProviderController(kube, self.pool, self.events, settings)
         self.sweeper = Sweeper(settings)

@@ -14,13 +14,26 @@ COMPONENT = "storage-token-operator"
 
 
 class EventRecorder:
-    def __init__(self, kube: Kube, home_namespace: str, component: str = COMPONENT) -> None:
+    def __init__(self, kube: Kube, home_namespace: str, component: str = COMPONENT, routine: bool = False) -> None:
         self.kube = kube
         self.home_namespace = home_namespace  # where events about cluster-scoped objects go
         self.component = component
+        self.routine = routine  # post routine-success events too (each is one more API write)
 
-    async def record(self, obj: dict[str, Any], kind: str, reason: str, message: str, warning: bool = False) -> None:
-        """Post an event about `obj`. Messages are built by the operator and never hold key material."""
+    async def record(
+        self,
+        obj: dict[str, Any],
+        kind: str,
+        reason: str,
+        message: str,
+        warning: bool = False,
+        routine: bool = False,
+    ) -> None:
+        """Post an event about `obj`. Messages are built by the operator and never hold key material.
+
+        `routine`: a success that status and metrics already record (posted only when asked for)."""
+        if routine and not self.routine:
+            return
         meta = obj.get("metadata") or {}
         namespace = meta.get("namespace") or self.home_namespace
         now = format_time(datetime.now(UTC))

@@ -191,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
                 None, "STO_RESTART_MIN_INTERVAL", Settings.restart_min_interval, _duration
             ),
             watch_workloads=_flag_or_env(None, "STO_WATCH_WORKLOADS", Settings.watch_workloads, _boolean),
+            routine_events=_flag_or_env(None, "STO_ROUTINE_EVENTS", Settings.routine_events, _boolean),
             provider_recheck_interval=_flag_or_env(
                 args.provider_recheck_interval,
                 "STO_PROVIDER_RECHECK_INTERVAL",

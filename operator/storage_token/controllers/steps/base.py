@@ -152,7 +152,7 @@ class TokenSteps:
             return str(error)
         metrics.record_revocation("revoked")
         self.missing_keys.discard(entry.key_id)
-        await self.events.record(token, KIND, reasons.REVOKED, f"revoked key {entry.key_name}")
+        await self.events.record(token, KIND, reasons.REVOKED, f"revoked key {entry.key_name}", routine=True)
         return None
 
     async def _resolve_abandoned_intent(

@@ -138,6 +138,7 @@ class RecordingSteps(RolloutSteps):
             "Renewed" if renewed else reasons.ISSUED,
             f"issued key {issued.key_name} (revision {revision}, {why.reason}), "
             f"valid until {format_time(issued.not_after)}",
+            routine=True,
         )
         if status.secret_name and status.secret_name != spec.secret.name:
             await self._delete_our_secrets(meta, {status.secret_name})  # the Secret's old name

@@ -1,0 +1,74 @@
+"""API writes per issuance and per rotation: at most 4 each by default (#13), and what routine events add."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from harness import Harness
+
+from storage_token.api.times import parse_time
+
+NS, NAME = "team-a", "app"
+WRITES = {
+    "patch_status",
+    "patch_object",
+    "create_secret",
+    "replace_secret",
+    "delete_secret",
+    "set_secret_finalizers",
+    "create_event",
+}
+
+
+def writes_since(h: Harness, start: int) -> Counter[str]:
+    """The token's own writes: it, its Secret, its events (not the provider's credential rechecks)."""
+    return Counter(
+        c.method
+        for c in h.kube.calls[start:]
+        if c.method in WRITES and c.args.get("kind", "StorageToken") == "StorageToken"
+    )
+
+
+async def issue_then_rotate(h: Harness, provider_type: str) -> tuple[Counter[str], Counter[str]]:
+    provider = await h.create_provider(provider_type)
+    mark = len(h.kube.calls)
+    await h.create_token(NS, NAME, provider, duration="1h", revokeGracePeriod="1m")
+    await h.reconcile_token(NS, NAME)
+    issuance = writes_since(h, mark)
+    first = h.status(NS, NAME)
+    renews_at = parse_time(str(first["renewalTime"]))
+    assert renews_at is not None
+
+    mark = len(h.kube.calls)
+    await h.run_until(renews_at)  # the rotation, then its grace, then the old key's revocation
+    await h.run_until(h.now + timedelta(minutes=2))
+    rotation = writes_since(h, mark)
+    after = h.status(NS, NAME)
+    assert after["revision"] == 2 and after["pendingRevocations"] == []
+    assert first["keyId"] not in h.live_key_ids(provider_type)
+    h.check_invariants()
+    return issuance, rotation
+
+
+async def test_an_issuance_and_a_rotation_cost_four_writes_each(harness: Harness, provider_type: str) -> None:
+    issuance, rotation = await issue_then_rotate(harness, provider_type)
+
+    # finalizer, intent, Secret, the issued key in status
+    assert issuance == Counter({"patch_object": 1, "patch_status": 2, "create_secret": 1}), issuance
+    # intent, Secret, the new key in status, the old key's revocation in status
+    assert rotation == Counter({"patch_status": 3, "replace_secret": 1}), rotation
+    assert harness.kube.events_for(NAME, NS) == []
+
+
+@pytest.mark.parametrize("provider_type", ["b2"])
+async def test_routine_events_are_posted_when_asked_for(provider_type: str) -> None:
+    h = await Harness.start(routine_events=True)
+    try:
+        issuance, rotation = await issue_then_rotate(h, provider_type)
+    finally:
+        await h.close()
+
+    assert sum(issuance.values()) == 5 and sum(rotation.values()) == 6
+    assert [reason for reason, _ in h.kube.events_for(NAME, NS)] == ["Issued", "Renewed", "Revoked"]
