@@ -8,7 +8,8 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from storage_token.api.durations import parse_duration
-from storage_token.api.times import format_time, parse_time
+from storage_token.api.status_patch import encode_fields
+from storage_token.api.times import parse_time
 
 API_GROUP = "storagetoken.dev"
 API_VERSION = "v1alpha1"
@@ -184,20 +185,11 @@ class PendingRevocation:
         )
 
     def to_status(self) -> dict[str, Any]:
-        rollout: dict[str, Any] = {}
-        if self.awaiting_rollout:
-            rollout = {"awaitingRollout": self.awaiting_rollout, "notBefore": format_time(self.not_before)}
-        return {
-            "keyId": self.key_id,
-            "keyName": self.key_name,
-            "provider": self.provider,
-            "dueAt": format_time(self.due_at),
-            "notAfter": format_time(self.not_after),
-            "attempts": self.attempts,
-            "lastError": self.last_error,
-            "secretName": self.secret_name,
-            **rollout,
-        }
+        # The rollout fields are written only while the entry waits for one.
+        return encode_fields(self, omit=frozenset() if self.awaiting_rollout else _NO_ROLLOUT)
+
+
+_NO_ROLLOUT = frozenset({"awaiting_rollout", "not_before"})
 
 
 @dataclass(frozen=True)
@@ -207,6 +199,9 @@ class Intent:
     since: datetime | None
     spec_hash: str = ""  # the spec the key was asked for: recovery adopts only for the same spec
     provider: str = ""  # Kind/name asked for the key: the intent is resolved there, whatever the spec says now
+
+    def to_status(self) -> dict[str, Any]:
+        return encode_fields(self)
 
 
 @dataclass(frozen=True)

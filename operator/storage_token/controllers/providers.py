@@ -9,7 +9,7 @@ from typing import Any
 
 from storage_token.api.conditions import condition, set_condition
 from storage_token.api.provider import CLUSTER_KIND, ProviderSpec
-from storage_token.api.times import format_time
+from storage_token.api.status_patch import ProviderStatusPatch
 from storage_token.controllers.provider_release import ProviderRelease
 from storage_token.controllers.tokens import error_reason
 from storage_token.kube.api import Kube
@@ -44,7 +44,7 @@ class ProviderController:
             if meta.get("deletionTimestamp"):
                 return await self._deleting(body, spec, now), False
             body = await self.release.protect(body, spec)
-        status: dict[str, Any] = {"observedGeneration": meta.get("generation"), "lastChecked": format_time(now)}
+        status = ProviderStatusPatch(observed_generation=int(meta.get("generation") or 0), last_checked=now)
         try:
             handle = await self.pool.get(spec)
             account = await handle.call(lambda p: p.check(), "check")
@@ -57,11 +57,11 @@ class ProviderController:
             message = f"credentials verified for account {account.account_id}"
             if account.project_id:  # US3: the configured project, or the account default it resolved to
                 message += f" (project {account.project_id})"
-            status["accountId"] = account.account_id
-            status["s3Endpoint"] = spec.s3_endpoint or account.endpoint
+            status.account_id = account.account_id
+            status.s3_endpoint = spec.s3_endpoint or account.endpoint
         previous = condition((body.get("status") or {}).get("conditions"), "Ready")
         changed = previous is None or previous.get("status") != ("True" if ready else "False")
-        status["conditions"] = set_condition(
+        status.conditions = set_condition(
             (body.get("status") or {}).get("conditions") or [],
             "Ready",
             ready,
@@ -71,7 +71,7 @@ class ProviderController:
             int(meta.get("generation") or 0),
         )
         namespace = None if kind == CLUSTER_KIND else meta.get("namespace")
-        await self.kube.patch_status(kind, namespace, meta["name"], {"status": status})
+        await self.kube.patch_status(kind, namespace, meta["name"], {"status": status.to_status()})
         if changed or (previous or {}).get("reason") != reason:
             await self.events.record(body, kind, reason, message, warning=not ready)
         interval = self.settings.provider_recheck_interval
@@ -100,7 +100,9 @@ class ProviderController:
                 int(meta.get("generation") or 0),
             )
             namespace = None if spec.kind == CLUSTER_KIND else meta.get("namespace")
-            await self.kube.patch_status(spec.kind, namespace, meta["name"], {"status": {"conditions": conditions}})
+            await self.kube.patch_status(
+                spec.kind, namespace, meta["name"], {"status": ProviderStatusPatch(conditions=conditions).to_status()}
+            )
             await self.events.record(body, spec.kind, reasons.REVOKING_KEYS, message)
         # Token deletions queue this provider again; look anyway in case an event was missed.
         return now + timedelta(seconds=30)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from storage_token.api.naming import key_name
+from storage_token.api.status_patch import StatusPatch
 from storage_token.api.token import PendingRevocation, ProviderRef, TokenSpec, TokenStatus
 from storage_token.controllers.gather import ProviderCache, resolve_provider
 from storage_token.controllers.secret_writer import (
@@ -99,11 +100,11 @@ class TokenSteps:
     def _key_name(self, meta: dict[str, Any], revision: int) -> str:
         return key_name(self.settings.install_digest, meta["namespace"], meta["name"], meta["uid"], revision)
 
-    async def _patch_status(self, token: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any] | None:
+    async def _patch_status(self, token: dict[str, Any], patch: StatusPatch) -> dict[str, Any] | None:
         meta = token["metadata"]
         # Conditional on the version this reconcile read: a stale writer (an old leader, a lagging cache)
         # gets a Conflict instead of silently overwriting newer status.
-        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch}
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch.to_status()}
         try:
             written = await self.kube.patch_status(KIND, meta["namespace"], meta["name"], body)
         except Conflict:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from storage_token.api.conditions import condition, set_condition
+from storage_token.api.status_patch import StatusPatch
 from storage_token.api.token import PendingRevocation, ProviderRef, TokenSpec, TokenStatus
 from storage_token.controllers.gather import resolve_provider
 from storage_token.controllers.steps.base import (
@@ -141,11 +142,11 @@ class DeletionSteps(TokenSteps):
             now,
             int(meta.get("generation") or 0),
         )
-        patch: dict[str, Any] = {"conditions": conditions, "pendingRevocations": [p.to_status() for p in queued]}
+        patch = StatusPatch(conditions=conditions, pending_revocations=queued)
         if current_revoked:
-            patch.update(keyId=None, keyName=None)
+            patch.key_id = patch.key_name = None
         if not intent_open:
-            patch["intent"] = None
+            patch.intent = None
         await self._patch_status(token, patch)
         log.warning("deleting %s/%s waits: %s", meta["namespace"], meta["name"], message)
         await self.events.record(token, KIND, reasons.REVOKING_KEYS, message, warning=True)

@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from storage_token.api.conditions import set_condition
+from storage_token.api.status_patch import Failure, StatusPatch
 from storage_token.api.times import format_time
-from storage_token.api.token import PendingRevocation, TokenSpec, TokenStatus
+from storage_token.api.token import Intent, PendingRevocation, TokenSpec, TokenStatus
 from storage_token.controllers.secret_writer import (
     ANNOTATION_EXPIRES_AT,
     ANNOTATION_KEY_ID_HASH,
@@ -93,8 +94,8 @@ class IssuingSteps(RecordingSteps):
                 return await self._failed(
                     token, status, unreachable(status.intent.provider), value.now, keep_intent=True
                 )
-            pending = [p.to_status() for p in (*status.pending_revocations, *leftover)]
-            written = await self._patch_status(token, {"intent": None, "pendingRevocations": pending})
+            pending = [*status.pending_revocations, *leftover]
+            written = await self._patch_status(token, StatusPatch(intent=None, pending_revocations=pending))
             return Outcome(wakeup=value.now, body=written or token)
         if status.intent is not None:
             revision = status.intent.revision
@@ -126,13 +127,7 @@ class IssuingSteps(RecordingSteps):
             name = self._key_name(meta, revision)
         if issued is None:
             # Write-ahead: the name is in status before the provider is asked.
-            intent = {
-                "keyName": name,
-                "revision": revision,
-                "since": format_time(value.now),
-                "specHash": value.spec_hash,
-                "provider": label,
-            }
+            intent = Intent(name, revision, value.now, value.spec_hash, label)
             conditions = set_condition(
                 (token.get("status") or {}).get("conditions") or [],
                 "Issuing",
@@ -142,7 +137,7 @@ class IssuingSteps(RecordingSteps):
                 value.now,
                 value.generation,
             )
-            written = await self._patch_status(token, {"intent": intent, "conditions": conditions})
+            written = await self._patch_status(token, StatusPatch(intent=intent, conditions=conditions))
             if written is None:
                 return Outcome()
             token = written
@@ -218,7 +213,7 @@ class IssuingSteps(RecordingSteps):
                 return token  # someone wrote it meanwhile: its watch event brings us back
             self.own_secret_writes[(token["metadata"]["namespace"], value.spec.secret.name)] = written
         if (token.get("status") or {}).get("specHash") != value.spec_hash == status.spec_hash:
-            return await self._patch_status(token, {"specHash": value.spec_hash}) or token
+            return await self._patch_status(token, StatusPatch(spec_hash=value.spec_hash)) or token
         return token
 
     async def _render_failed(
@@ -252,15 +247,15 @@ class IssuingSteps(RecordingSteps):
         )
         if not (status.key_id and status.not_after is not None and status.not_after > now):
             conditions = set_condition(conditions, "Ready", False, reasons.TEMPLATE_ERROR, message, now, generation)
-        patch = {
-            "intent": None,
-            "conditions": conditions,
-            "failedAttempts": attempts,
-            "lastFailure": {"time": format_time(now), "reason": reasons.TEMPLATE_ERROR, "message": message},
-            "nextAttempt": format_time(retry_at),
-            "pendingRevocations": [p.to_status() for p in pending],
-            "observedGeneration": generation,
-        }
+        patch = StatusPatch(
+            intent=None,
+            conditions=conditions,
+            failed_attempts=attempts,
+            last_failure=Failure(now, reasons.TEMPLATE_ERROR, message),
+            next_attempt=retry_at,
+            pending_revocations=pending,
+            observed_generation=generation,
+        )
         written = await self._patch_status(token, patch)
         await self.events.record(token, KIND, reasons.TEMPLATE_ERROR, message, warning=True)
         return Outcome(wakeup=backoff_wakeup(now, retry_at, status.not_after, pending), body=written or token)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from storage_token.api.conditions import condition, set_condition
+from storage_token.api.status_patch import StatusPatch
 from storage_token.api.times import format_time
 from storage_token.api.token import PendingRevocation, TokenStatus
 from storage_token.controllers.steps.base import (
@@ -38,13 +39,13 @@ class ReadinessSteps(TokenSteps):
         unresolved intent is resolved (its key revoked) rather than left live and unreferenced."""
         meta = token["metadata"]
         generation = int(meta.get("generation") or 0)
-        patch: dict[str, Any] = {}
+        patch = StatusPatch()
         pending = list(status.pending_revocations)
         if status.intent is not None:
             leftover = await self._resolve_abandoned_intent(token, status, now)
             if leftover is not None:
                 pending += leftover
-                patch["intent"] = None
+                patch.intent = None
         if why.reason in reasons.REVOKE_CURRENT_KEY:
             # Keys waiting for a rollout wait no longer than the grace period either: the token may
             # hold none of its keys now, and a rollout that never ends must not keep one alive.
@@ -69,16 +70,16 @@ class ReadinessSteps(TokenSteps):
                     secret_name=status.secret_name,
                 )
             )
-            patch.update(keyId=None, keyName=None, notAfter=None, renewalTime=None, issuedAt=None, specHash=None)
-            patch.update(nextRenewalWindow=None)
+            patch.key_id = patch.key_name = patch.spec_hash = None
+            patch.not_after = patch.renewal_time = patch.issued_at = patch.next_renewal_window = None
             why = Verdict(why.reason, f"{why.message}; key {status.key_name} is revoked at {format_time(due)}")
         if pending != list(status.pending_revocations):
-            patch["pendingRevocations"] = [p.to_status() for p in pending]
+            patch.pending_revocations = pending
         previous = condition((token.get("status") or {}).get("conditions"), "Ready")
         changed = previous is None or previous.get("reason") != why.reason or previous.get("message") != why.message
         written = None
         if patch or changed or (token.get("status") or {}).get("observedGeneration") != generation:
-            patch["conditions"] = set_condition(
+            patch.conditions = set_condition(
                 (token.get("status") or {}).get("conditions") or [],
                 "Ready",
                 False,
@@ -87,7 +88,7 @@ class ReadinessSteps(TokenSteps):
                 now,
                 generation,
             )
-            patch["observedGeneration"] = generation
+            patch.observed_generation = generation
             written = await self._patch_status(token, patch)
         if changed:
             await self.events.record(token, KIND, why.reason, why.message, warning=True)
@@ -106,18 +107,18 @@ class ReadinessSteps(TokenSteps):
             seed = f"{value.uid}/{status.revision}"
             plan = renewal_plan(spec, status.issued_at, status.not_after, seed, provider_windows(value), now)
             renew_at = plan.at
-        patch: dict[str, Any] = {}
+        patch = StatusPatch()
         if format_time(renew_at) != format_time(status.renewal_time):
-            patch["renewalTime"] = format_time(renew_at)
+            patch.renewal_time = renew_at
         if format_time(plan.window_opens) != format_time(status.next_renewal_window):
-            patch["nextRenewalWindow"] = format_time(plan.window_opens)
+            patch.next_renewal_window = plan.window_opens
         ready = condition((token.get("status") or {}).get("conditions"), "Ready")
         if ready is None or ready.get("status") != "True" or status.observed_generation != value.generation or patch:
             message = (
                 f"key {status.key_name} valid until {format_time(status.not_after)}; renews at {format_time(renew_at)}"
                 + describe(plan)
             )
-            patch["conditions"] = set_condition(
+            patch.conditions = set_condition(
                 (token.get("status") or {}).get("conditions") or [],
                 "Ready",
                 True,
@@ -126,7 +127,7 @@ class ReadinessSteps(TokenSteps):
                 now,
                 value.generation,
             )
-            patch["observedGeneration"] = value.generation
+            patch.observed_generation = value.generation
         written = await self._patch_status(token, patch) if patch else None
         return Outcome(
             wakeup=next_wakeup(now, renew_at, status.not_after, None, status.pending_revocations), body=written or token
@@ -161,7 +162,7 @@ class ReadinessSteps(TokenSteps):
                 now,
                 value.generation,
             )
-            written = await self._patch_status(token, {"conditions": conditions})
+            written = await self._patch_status(token, StatusPatch(conditions=conditions))
             await self.events.record(token, KIND, why.reason, why.message, warning=True)
         # The Manager's requeue floor keeps a retry due now from becoming a tight loop.
         return Outcome(wakeup=retry, body=written or token)

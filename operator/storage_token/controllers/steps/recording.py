@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from storage_token.api.conditions import set_condition
+from storage_token.api.status_patch import Failure, StatusPatch
 from storage_token.api.times import format_time, parse_time
 from storage_token.api.token import PendingRevocation, TokenStatus
 from storage_token.controllers.steps.base import (
@@ -106,29 +107,29 @@ class RecordingSteps(RolloutSteps):
             conditions = set_condition(conditions, CONDITION, state, reason, consumers, now, value.generation)
         elif renewed:  # no targets to follow (any more): the grace period alone decides
             conditions = [c for c in conditions if c.get("type") != CONDITION]
-        patch: dict[str, Any] = {
-            "observedGeneration": value.generation,
-            "conditions": conditions,
-            "providerType": handle.spec.type,
-            "provider": provider_name,
-            "secretName": spec.secret.name,
-            "keyId": issued.key_id,
-            "keyName": issued.key_name,
-            "issuedAt": format_time(issued_at),
-            "notAfter": format_time(issued.not_after),
-            "renewalTime": format_time(renew_at),
-            "nextRenewalWindow": format_time(plan.window_opens),
-            "revision": revision,
-            "specHash": spec_hash,
-            "intent": None,
-            "failedAttempts": 0,
-            "lastFailure": None,
-            "nextAttempt": None,
-            "handledRenewRequest": value.renew_request or None,
-            "pendingRevocations": [p.to_status() for p in pending],
-        }
+        patch = StatusPatch(
+            observed_generation=value.generation,
+            conditions=conditions,
+            provider_type=handle.spec.type,
+            provider=provider_name,
+            secret_name=spec.secret.name,
+            key_id=issued.key_id,
+            key_name=issued.key_name,
+            issued_at=issued_at,
+            not_after=issued.not_after,
+            renewal_time=renew_at,
+            next_renewal_window=plan.window_opens,
+            revision=revision,
+            spec_hash=spec_hash,
+            intent=None,
+            failed_attempts=0,
+            last_failure=None,
+            next_attempt=None,
+            handled_renew_request=value.renew_request or None,
+            pending_revocations=pending,
+        )
         if renewed:
-            patch["rollout"] = rollout.to_status() if follow else None
+            patch.rollout = rollout if follow else None
         written = await self._patch_status(token, patch)
         self.missing_keys.discard(status.key_id)
         metrics.record_issuance(handle.spec.type, "renewed" if renewed else "issued")
@@ -174,15 +175,15 @@ class RecordingSteps(RolloutSteps):
             )
         else:
             conditions = set_condition(conditions, "Ready", False, reason, retrying, now, generation)
-        patch: dict[str, Any] = {
-            "conditions": conditions,
-            "failedAttempts": attempts,
-            "lastFailure": {"time": format_time(now), "reason": reason, "message": str(error)},
-            "nextAttempt": format_time(retry_at),
-            "observedGeneration": generation,
-        }
+        patch = StatusPatch(
+            conditions=conditions,
+            failed_attempts=attempts,
+            last_failure=Failure(now, reason, str(error)),
+            next_attempt=retry_at,
+            observed_generation=generation,
+        )
         if not keep_intent:
-            patch["intent"] = None
+            patch.intent = None
         written = await self._patch_status(token, patch)
         log.warning("issuing for %s/%s failed (%s): %s", meta["namespace"], meta["name"], reason, error)
         await self.events.record(token, KIND, reasons.ISSUE_FAILED, f"{reason}: {error}", warning=True)

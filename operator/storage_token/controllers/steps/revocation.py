@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from storage_token.api.conditions import set_condition
+from storage_token.api.status_patch import StatusPatch
 from storage_token.api.token import PendingRevocation, TokenStatus
 from storage_token.controllers.secret_writer import drop_previous
 from storage_token.controllers.steps.base import (
@@ -59,10 +60,10 @@ class RevocationSteps(TokenSteps):
         if revoked:
             # Only deletes a Secret that holds one of these keys (e.g. a renamed Secret's old copy).
             await self._delete_dead_secret(token, revoked)
-        patch: dict[str, Any] = {"pendingRevocations": [p.to_status() for p in remaining]}
+        patch = StatusPatch(pending_revocations=remaining)
         forced = [entry for entry in revoked if entry.awaiting_rollout]
         if forced:
-            patch["conditions"] = await self._forced(token, forced)
+            patch.conditions = await self._forced(token, forced)
         written = await self._patch_status(token, patch)
         wakeup = outcome.wakeup
         for entry in remaining:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from storage_token.api.conditions import condition, set_condition
+from storage_token.api.status_patch import StatusPatch
 from storage_token.api.times import format_time
 from storage_token.api.token import TokenStatus
 from storage_token.controllers.steps.base import KIND, Outcome
@@ -66,15 +67,15 @@ class RolloutSteps(RestartSteps):
         previous = condition(raw_status.get("conditions"), CONDITION)
         forced = previous is not None and previous.get("reason") == CEILING_REACHED
         state, reason, message = summary(updated, forced and not just_done)
-        patch: dict[str, Any] = {}
+        patch = StatusPatch()
         if updated.to_status() != rollout.to_status():
-            patch["rollout"] = updated.to_status()
+            patch.rollout = updated
         if pending != list(status.pending_revocations):
-            patch["pendingRevocations"] = [p.to_status() for p in pending]
+            patch.pending_revocations = pending
         if previous is None or (previous.get("reason"), previous.get("message")) != (reason, message):
             generation = int(token["metadata"].get("generation") or 0)
             conditions = raw_status.get("conditions") or []
-            patch["conditions"] = set_condition(conditions, CONDITION, state, reason, message, now, generation)
+            patch.conditions = set_condition(conditions, CONDITION, state, reason, message, now, generation)
         written = await self._patch_status(token, patch) if patch else None
         if patch and written is None:
             return Outcome(wakeup=now, body=token)  # a newer version came meanwhile: its reconcile goes on
