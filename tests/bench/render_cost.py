@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "unit"))
 
 import contextlib
 
-from hostile_templates import HOSTILE
-from test_render_hostile import KEY
+from hostile_templates import HOSTILE, KEY
 
 from storage_token.api.token import SecretTemplate
 from storage_token.secrets.render import TemplateError, render_secret_data

@@ -18,6 +18,8 @@ so every test is deterministic: `reconcile_token` reads the token fresh and call
 from __future__ import annotations
 
 import inspect
+import json
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -31,6 +33,7 @@ from storage_token.controllers.manager import Manager
 from storage_token.controllers.secret_writer import LABEL_TOKEN
 from storage_token.dev import sandbox
 from storage_token.dev.emulators.b2 import B2Emulator
+from storage_token.dev.emulators.control import CONTROL_PREFIX
 from storage_token.dev.emulators.us3 import US3Emulator
 from storage_token.kube.api import Conflict
 from storage_token.runtime.settings import Settings
@@ -92,7 +95,11 @@ class Emulators(sandbox.Emulators):
         return list(US3_BUCKETS) if provider == "us3" else list(B2_BUCKETS)
 
     def keys(self, provider: str) -> list[ProviderKey]:
-        """Every non-master key the emulator holds now, expired US3 tokens included (B2 drops expired keys)."""
+        """Every non-master key the emulator holds now, expired US3 tokens included (B2 drops expired keys).
+
+        Read from the stores, not `GET /_emulator/state`: the invariants need each key's secret, which
+        the control surface never shows.
+        """
         if provider == "us3":
             with self.us3.lock:
                 now = self.us3.clock.now()
@@ -131,13 +138,13 @@ class Emulators(sandbox.Emulators):
         return {"applicationKeyId": self.b2_account[0], "applicationKey": self.b2_account[1]}
 
     def delete_key(self, provider: str, key_id: str) -> None:
-        """Revoke out of band (drift): somebody deleted the key at the provider."""
-        if provider == "us3":
-            with self.us3.lock:
-                self.us3.store.tokens.pop(key_id)
-        else:
-            with self.b2.lock:
-                assert self.b2.store.remove_key(key_id), key_id
+        """Revoke out of band (drift): somebody deleted the key at the provider (its control route)."""
+        route = "tokens" if provider == "us3" else "keys"
+        request = urllib.request.Request(
+            f"{self.emulator(provider).url}{CONTROL_PREFIX}{route}/{key_id}", method="DELETE"
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # a key that isn't there answers 404: raises
+            assert json.loads(response.read())["removed"], key_id
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +16,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from storage_token.dev.cluster.controlplane import ClusterAccess
+from storage_token.dev.emulators.control import CONTROL_PREFIX, ControlledEmulator
 from storage_token.dev.sandbox import OperatorProcess
 
 T = TypeVar("T")
@@ -228,6 +231,42 @@ def metrics_text(operator: OperatorProcess) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as response:
         text: str = response.read().decode()
         return text
+
+
+# -- the provider emulators, read and changed only through their control surface ------------------
+def emulator_state(emulator: ControlledEmulator) -> dict[str, Any]:
+    """`GET /_emulator/state`: the emulator's keys (never their secrets), clock and counters."""
+    with urllib.request.urlopen(f"{emulator.url}{CONTROL_PREFIX}state", timeout=5) as response:
+        state: dict[str, Any] = json.loads(response.read())
+        return state
+
+
+def live_keys_named(emulator: ControlledEmulator, prefix: str) -> dict[str, str]:
+    """Live keys at `emulator` whose name starts with `prefix`: provider id -> name."""
+    state = emulator_state(emulator)
+    if emulator.name == "b2":  # B2's state leaves out expired keys, as B2 forgets them
+        return {k["applicationKeyId"]: k["keyName"] for k in state["keys"] if k["keyName"].startswith(prefix)}
+    return {
+        t["TokenId"]: t["TokenName"] for t in state["tokens"] if t["TokenName"].startswith(prefix) and not t["Expired"]
+    }
+
+
+def us3_token_id(emulator: ControlledEmulator, public_key: str) -> str:
+    """The TokenId of the US3 token whose S3 access key is `public_key` ("" when there is none)."""
+    return next((t["TokenId"] for t in emulator_state(emulator)["tokens"] if t["PublicKey"] == public_key), "")
+
+
+def delete_at_provider(emulator: ControlledEmulator, key_id: str) -> bool:
+    """Delete a key out of band (drift), as someone at the provider's console would; False if it was not there."""
+    route = "keys" if emulator.name == "b2" else "tokens"
+    request = urllib.request.Request(f"{emulator.url}{CONTROL_PREFIX}{route}/{key_id}", method="DELETE")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return bool(json.loads(response.read())["removed"])
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return False
+        raise
 
 
 def scan_for_key_material(cluster: ClusterAccess, emulators: Any, logs: list[Path], metrics: str) -> None:

@@ -14,6 +14,7 @@ from e2e_support import (
     get_token,
     patch_token,
     secret_data,
+    us3_token_id,
     wait_condition,
     wait_event,
     wait_for,
@@ -38,10 +39,7 @@ def key_id_in_secret(emulators: Emulators, kind: str, data: dict[str, str]) -> s
     """The provider's id of the key a Secret (default layout) holds; "" when the provider has no such key."""
     if kind == "b2":
         return data["accessKeyId"]  # B2's application key id is the S3 access key id
-    with emulators.us3.lock:  # a US3 token's S3 access key is its public key, apart from its id
-        return next(
-            (t.token_id for t in emulators.us3.store.tokens.values() if t.public_key == data["accessKeyId"]), ""
-        )
+    return us3_token_id(emulators.us3, data["accessKeyId"])  # a US3 token's S3 access key is its public key
 
 
 def test_b2_token_issues_a_key_into_an_owned_secret(

@@ -11,7 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import apply_provider, create_token, get_token, secret_data, wait_condition, wait_for
+from e2e_support import (
+    apply_provider,
+    create_token,
+    delete_at_provider,
+    get_token,
+    live_keys_named,
+    secret_data,
+    wait_condition,
+    wait_for,
+)
 from kubernetes import client
 
 from storage_token.api.naming import install_digest, key_prefix, uid8
@@ -21,6 +30,14 @@ from storage_token.providers.b2 import B2Provider
 from storage_token.providers.base import KeySpec
 
 CLUSTER_ID = "recovery"
+
+
+@pytest.fixture(autouse=True)
+def no_fault_outlives_its_test(emulators: Emulators) -> Iterator[None]:
+    """A fault that a failing test never hit would otherwise meet the session's later tests."""
+    yield
+    emulators.b2.faults.clear()
+    emulators.us3.faults.clear()
 
 
 @pytest.fixture
@@ -43,13 +60,7 @@ def own_operator(cluster: ClusterAccess, operator: OperatorProcess, tmp_path: Pa
 
 def keys_named(emulators: Emulators, prefix: str) -> dict[str, str]:
     """Live B2 keys whose name starts with `prefix`: id -> name."""
-    with emulators.b2.lock:
-        now = emulators.b2.clock.now()
-        return {
-            k.key_id: k.name
-            for k in emulators.b2.store.keys.values()
-            if k.name.startswith(prefix) and not k.expired(now)
-        }
+    return live_keys_named(emulators.b2, prefix)
 
 
 def test_killed_during_a_create_the_intent_is_resolved_without_a_leaked_key(
@@ -104,8 +115,7 @@ def test_a_key_deleted_at_the_provider_is_reissued(
     apply_provider(api, emulators, "b2", namespace, "b2")
     create_token(api, namespace, "app", providerRef={"name": "b2"}, permissions=["read"])
     first = wait_condition(api, namespace, "app", "True")["status"]
-    with emulators.b2.lock:
-        assert emulators.b2.store.remove_key(first["keyId"])
+    assert delete_at_provider(emulators.b2, first["keyId"])
     second = wait_for(
         lambda: (s := get_token(api, namespace, "app")["status"]).get("revision") == 2 and s, 30, "a re-issue"
     )
@@ -151,15 +161,7 @@ def test_the_sweep_revokes_leftovers_of_this_install_only(
 
 def live_names(emulators: Emulators, kind: str, prefix: str) -> dict[str, str]:
     """Live keys at emulator `kind` whose name starts with `prefix`: id -> name."""
-    if kind == "b2":
-        return keys_named(emulators, prefix)
-    with emulators.us3.lock:
-        now = emulators.us3.clock.now()
-        return {
-            t.token_id: t.token_name
-            for t in emulators.us3.store.tokens.values()
-            if t.token_name.startswith(prefix) and not t.expired(now)
-        }
+    return live_keys_named(emulators.b2 if kind == "b2" else emulators.us3, prefix)
 
 
 @pytest.mark.parametrize(("kind", "create_call"), [("b2", "b2_create_key"), ("us3", "CreateUFileToken")])
@@ -203,7 +205,6 @@ def test_killed_after_the_secret_write_the_key_in_the_secret_is_kept(
     healed = wait_for(lambda: (s := get_token(api, namespace, "app")["status"]).get("intent") is None and s, 30, "")
     assert healed["keyId"] == status["keyId"]
     assert healed["revision"] == status["revision"]
-    with emulators.b2.lock:
-        keys_of_app = {k.key_id for k in emulators.b2.store.keys.values() if k.name.startswith(token_keys)}
+    keys_of_app = set(keys_named(emulators, token_keys))
     assert keys_of_app == {status["keyId"]}, "the key in the Secret was revoked or another one issued"
     assert secret_data(api, namespace, "app")["accessKeyId"] == status["keyId"]

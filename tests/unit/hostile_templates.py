@@ -1,19 +1,40 @@
 """Hostile Secret templates: memory and CPU bombs, deep nesting, output floods, sandbox escapes, leaks.
 
-Shared by tests/unit/test_render_hostile.py and tests/bench/render_cost.py. Each entry: an id,
-the template source, and the reasons a TemplateError may carry (empty: the template may also
-render, as long as it does so within the limits).
+Shared by tests/unit/test_render_hostile.py and tests/bench/render_cost.py, with the key they are
+rendered against. Each entry: an id, the template source, and the reasons a TemplateError may carry
+(empty: the template may also render, as long as it does so within the limits).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Final
+
+from storage_token.secrets.render import KeyMaterial
 
 LIMIT: Final = "LimitExceeded"
 REFUSED: Final = "SandboxRefused"
 UNDEFINED: Final = "UndefinedVariable"
 SYNTAX: Final = "TemplateSyntaxError"
 EVALUATION: Final = "EvaluationFailed"
+
+# Random-looking, so no 4-character piece of it occurs in any message text by chance.
+SECRET = "Zq7xW9vKp2RtY4mN8bHj3LcF6dGs1QaU"
+ACCESS_KEY_ID = "AKIDJ5kT0wE2uR9yI7oP"
+
+KEY = KeyMaterial(
+    provider="b2",
+    key_id="kid-77f0e1d2c3b4",
+    key_name="sto-hostile-1",
+    access_key_id=ACCESS_KEY_ID,
+    secret_access_key=SECRET,
+    endpoint="https://s3.us-west-004.backblazeb2.com",
+    region="us-west-004",
+    buckets=("media", "backups"),
+    prefixes=("web/", "logs/"),
+    expires_at=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+    native={"B2_APPLICATION_KEY_ID": ACCESS_KEY_ID, "B2_APPLICATION_KEY": SECRET},
+)
 
 _FAN8 = "{% set a=[1,1,1,1,1,1,1,1] %}" + "".join(
     f"{{% set {new}=[{old},{old},{old},{old},{old},{old},{old},{old}] %}}"

@@ -6,31 +6,15 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from builders import OPEN_CEILING, PROVIDER
 
-from storage_token.api.provider import Ceiling, ProviderSpec
+from storage_token.api.provider import Ceiling
 from storage_token.api.token import Intent, ProviderRef, SecretSpec, TokenSpec, TokenStatus
 from storage_token.policy import reasons
 from storage_token.policy.checks import decide
 from storage_token.policy.inputs import PolicyInput, ProviderState, SecretState
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-# Every limit wide open, so each case below narrows exactly the one it is about.
-OPEN_CEILING = Ceiling(
-    allowed_buckets=("*",),
-    max_duration=timedelta(days=1000),
-    min_duration=timedelta(0),
-    min_renewal_interval=timedelta(0),
-    max_revoke_grace_period=timedelta(days=7),
-)
-PROVIDER = ProviderSpec(
-    kind="StorageProvider",
-    name="b2",
-    namespace="team-a",
-    type="b2",
-    endpoint="http://x",
-    credentials_secret="creds",
-    ceiling=OPEN_CEILING,
-)
 SPEC = TokenSpec(
     provider_ref=ProviderRef("StorageProvider", "b2"),
     permissions=("read", "list"),

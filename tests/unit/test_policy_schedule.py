@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from builders import PROVIDER
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_policy_decisions import PROVIDER
 
 from storage_token.api.token import PendingRevocation, ProviderRef, SecretSpec, TokenSpec, TokenStatus
 from storage_token.policy.checks import decide

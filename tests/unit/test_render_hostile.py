@@ -5,33 +5,14 @@ from __future__ import annotations
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 import pytest_asyncio
-from hostile_templates import HOSTILE
+from hostile_templates import ACCESS_KEY_ID, HOSTILE, KEY, SECRET
 
 from storage_token.api.token import SecretTemplate
-from storage_token.secrets.render import KeyMaterial, TemplateError, render_secret_data
+from storage_token.secrets.render import TemplateError, render_secret_data
 from storage_token.secrets.worker import BoundedRenderer
-
-# Random-looking, so no 4-character piece of it occurs in any message text by chance.
-SECRET = "Zq7xW9vKp2RtY4mN8bHj3LcF6dGs1QaU"
-ACCESS_KEY_ID = "AKIDJ5kT0wE2uR9yI7oP"
-
-KEY = KeyMaterial(
-    provider="b2",
-    key_id="kid-77f0e1d2c3b4",
-    key_name="sto-hostile-1",
-    access_key_id=ACCESS_KEY_ID,
-    secret_access_key=SECRET,
-    endpoint="https://s3.us-west-004.backblazeb2.com",
-    region="us-west-004",
-    buckets=("media", "backups"),
-    prefixes=("web/", "logs/"),
-    expires_at=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
-    native={"B2_APPLICATION_KEY_ID": ACCESS_KEY_ID, "B2_APPLICATION_KEY": SECRET},
-)
 
 WALL_SECONDS = 1.0
 MEMORY_BYTES = 64 * 1024 * 1024

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 import pytest_asyncio
-from test_secret_render import BARE, KEY, SECRET
+from builders import BARE, KEY, SECRET
 
 from storage_token.api.token import SecretTemplate
 from storage_token.secrets.render import PRESETS, TemplateError, render_secret_data

@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from builders import ACCESS_KEY_ID, BARE, KEY, SECRET
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,36 +24,6 @@ from storage_token.secrets.render import (
     TemplateError,
     render_secret_data,
     validate_template,
-)
-
-SECRET = "s3cr3t/K3y+Material=Xq9"
-ACCESS_KEY_ID = "AKID0004a1b2c3d4e5f6"
-
-KEY = KeyMaterial(
-    provider="b2",
-    key_id="kid-0004a1b2c3d4e5f6",
-    key_name="st-cluster1-default-web-1",
-    access_key_id=ACCESS_KEY_ID,
-    secret_access_key=SECRET,
-    endpoint="https://s3.us-west-004.backblazeb2.com",
-    region="us-west-004",
-    buckets=("media", "backups"),
-    prefixes=("web/", "logs/"),
-    expires_at=datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
-    native={"B2_APPLICATION_KEY_ID": ACCESS_KEY_ID, "B2_APPLICATION_KEY": SECRET},
-)
-
-BARE = KeyMaterial(
-    provider="us3",
-    key_id="tok-1",
-    key_name="st-bare",
-    access_key_id=ACCESS_KEY_ID,
-    secret_access_key=SECRET,
-    endpoint=None,
-    region=None,
-    buckets=(),
-    prefixes=(),
-    expires_at=None,
 )
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from storage_token.dev.emulators.us3 import US3Emulator
-from storage_token.providers.base import KeySpec, Provider
+from storage_token.providers.base import KeySpec
 from storage_token.providers.errors import (
     BadRequestError,
     CredentialsError,
@@ -66,24 +66,27 @@ def spec(name: str = "st-ns-app-1", **kwargs: object) -> KeySpec:
     return KeySpec(name=name, **options)  # type: ignore[arg-type]
 
 
-async def test_implements_the_provider_protocol(provider: US3Provider) -> None:
-    assert isinstance(provider, Provider)
-    assert provider.kind == "us3"
-
-
 async def test_registry_builds_it_from_plain_settings(emulator: US3Emulator) -> None:
-    built = build_provider(
-        "us3",
-        credentials={"publicKey": PUBLIC_KEY, "privateKey": PRIVATE_KEY},
-        endpoint=emulator.url,
-        region="cn-bj2",
-        project_id="",
-        retry=FAST,
-        allow_insecure=True,
-    )
-    assert isinstance(built, US3Provider) and built.project_id is None
-    assert (await built.check()).account_id == fingerprint(PUBLIC_KEY)
-    await built.aclose()
+    """The settings reach the client: its keys land in the project named, an empty id meaning the default."""
+    projects: dict[str, str] = {}
+    for project_id in ("", "org-a"):
+        built = build_provider(
+            "us3",
+            credentials={"publicKey": PUBLIC_KEY, "privateKey": PRIVATE_KEY},
+            endpoint=emulator.url,
+            region="cn-bj2",
+            project_id=project_id,
+            retry=FAST,
+            allow_insecure=True,
+        )
+        try:
+            assert (await built.check()).account_id == fingerprint(PUBLIC_KEY)
+            issued = await built.issue(spec(name=f"st-built-{project_id or 'default'}"))
+        finally:
+            await built.aclose()
+        tokens = {t["TokenId"]: t for t in emulator.state()["tokens"]}
+        projects[project_id] = tokens[issued.key_id]["ProjectId"]
+    assert projects == {"": "org-default", "org-a": "org-a"}
 
 
 async def test_check_verifies_the_credentials_with_a_real_call(provider: US3Provider, emulator: US3Emulator) -> None:
