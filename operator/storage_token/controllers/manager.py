@@ -26,6 +26,7 @@ from storage_token.runtime import metrics
 from storage_token.runtime.provider_pool import ProviderPool
 from storage_token.runtime.ratelimit import claiming
 from storage_token.runtime.settings import Settings
+from storage_token.runtime.shared_state import ProviderKey, SharedState
 from storage_token.runtime.workers import Leadership, RetryLater, Workers, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 TokenKey = tuple[str, str]  # namespace, name
 CONFLICT_RETRY = timedelta(seconds=5)  # fallback if the newer version's watch event never comes
 MIN_REQUEUE = timedelta(seconds=1)  # the floor under every token's next reconcile
-ProviderKey = tuple[str, str, str]  # kind, namespace ("" for cluster), name
 
 
 def _resource_version(body: dict[str, Any]) -> int:
@@ -56,18 +56,17 @@ class Manager:
             self.leading.set()
         self.pool = ProviderPool(kube, timeout=settings.provider_timeout)
         self.events = EventRecorder(kube, settings.operator_namespace, routine=settings.routine_events)
-        self.tokens = TokenController(kube, self.pool, self.events, settings, clock=clock)
-        self.providers = ProviderController(kube, self.pool, self.events, settings)
-        self.sweeper = Sweeper(settings)
-        self.providers.release = ProviderRelease(
-            kube, self.list_tokens, lambda: list(self.provider_cache.values()), settings.operator_namespace
+        self.shared = SharedState(on_written=self._remember_token)
+        self.tokens = TokenController(kube, self.pool, self.events, settings, clock=clock, shared=self.shared)
+        release = ProviderRelease(
+            kube, self.list_tokens, lambda: list(self.shared.providers.values()), settings.operator_namespace
         )
+        self.providers = ProviderController(kube, self.pool, self.events, settings, release=release)
+        self.sweeper = Sweeper(settings)
         self.token_cache: dict[TokenKey, dict[str, Any]] = {}
         self._secret_of: dict[TokenKey, tuple[str, str]] = {}
         self._tokens_by_secret: dict[tuple[str, str], set[str]] = {}
-        self.provider_cache: dict[ProviderKey, dict[str, Any]] = {}
-        self.tokens.provider_cache = self.provider_cache
-        self.tokens.on_written = self._remember_token
+        self.provider_cache = self.shared.providers
         # Namespaces take turns for workers (and for each provider's request budget, see `_reconcile_token`);
         # within one, the token whose key expires soonest goes first.
         self.token_queue: WorkQueue[TokenKey] = WorkQueue(
@@ -166,9 +165,9 @@ class Manager:
         meta = body["metadata"]
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
         token = (meta.get("labels") or {}).get(LABEL_TOKEN)
-        own_write = self.tokens.own_secret_writes.get((namespace, name)) == meta.get("resourceVersion")
+        own_write = self.shared.own_secret_writes.get((namespace, name)) == meta.get("resourceVersion")
         if event_type == "DELETED":
-            self.tokens.own_secret_writes.pop((namespace, name), None)
+            self.shared.own_secret_writes.pop((namespace, name), None)
         if token and not own_write:
             self.token_queue.add((namespace, token))
         if not token:
@@ -223,10 +222,17 @@ class Manager:
 
     # -- reconciles ----------------------------------------------------------------------
     def _token_deadline(self, key: TokenKey) -> float | None:
-        """When the token's current key expires (epoch seconds), if it has one: its work's deadline."""
+        """When the token's work must be done by (epoch seconds): its current key's expiry, or sooner the
+        due time of a queued revocation. Without the latter a just-rotated token (the latest expiry) ranked
+        behind every other token of its namespace, so after a restart relisted them all its overdue
+        revocation waited for their check-ups (chaos: 10-40 s late)."""
         body = self.token_cache.get(key)
-        not_after = TokenStatus.parse((body or {}).get("status")).not_after if body is not None else None
-        return not_after.timestamp() if not_after is not None else None
+        if body is None:
+            return None
+        status = TokenStatus.parse(body.get("status"))
+        moments = [status.not_after, *(entry.due_at for entry in status.pending_revocations)]
+        present = [moment.timestamp() for moment in moments if moment is not None]
+        return min(present) if present else None
 
     async def _reconcile_token(self, key: TokenKey) -> datetime | None:
         body = self.token_cache.get(key)
@@ -369,5 +375,5 @@ class Manager:
                 continue
             metrics.record_unowned_keys(provider_name, len(result.unowned))
             for key_id in result.missing:
-                self.tokens.missing_keys.add(key_id)
+                self.shared.missing_keys.add(key_id)
                 self.token_queue.add(mine[key_id])

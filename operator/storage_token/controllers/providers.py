@@ -30,9 +30,11 @@ class ProviderController:
         events: EventRecorder,
         settings: Settings,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        release: ProviderRelease | None = None,
     ) -> None:
         self.kube, self.pool, self.events, self.settings, self.clock = kube, pool, events, settings, clock
-        self.release: ProviderRelease | None = None  # the Manager wires it (it knows the token listing)
+        # Finalizers that keep a provider while tokens still need it (None: no protection, e.g. in tests).
+        self.release = release
 
     async def reconcile(self, body: dict[str, Any]) -> tuple[datetime | None, bool]:
         """Check the account; returns (next check, whether Ready changed)."""

@@ -64,7 +64,7 @@ class TokenController(IssuingSteps, ReadinessSteps, RevocationSteps, DeletionSte
             )
             if patched is None:
                 return Outcome()
-            self.on_written(patched)
+            self.shared.on_written(patched)
             token = patched
         now = self.clock()
         status = TokenStatus.parse(token.get("status"))
@@ -79,8 +79,8 @@ class TokenController(IssuingSteps, ReadinessSteps, RevocationSteps, DeletionSte
         except RenderWorkerError as error:  # our infrastructure, not the tenant's input: try again soon
             log.warning("rendering for %s/%s unavailable: %s", *where(meta), error)
             return await self._follow_up(token, Outcome(wakeup=now + RENDER_RETRY, body=token))
-        key_live = False if status.key_id and status.key_id in self.missing_keys else None
-        value, secret = await gather(self.kube, self.settings, token, spec, now, key_live, self.provider_cache)
+        key_live = False if status.key_id and status.key_id in self.shared.missing_keys else None
+        value, secret = await gather(self.kube, self.settings, token, spec, now, key_live, self.shared.providers)
         decision = decide(value)
         if decision.blocked is not None:
             outcome = await self._blocked(token, status, decision.blocked, now)

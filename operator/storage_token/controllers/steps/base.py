@@ -12,7 +12,7 @@ from typing import Any
 from storage_token.api.naming import key_name
 from storage_token.api.status_patch import StatusPatch
 from storage_token.api.token import PendingRevocation, ProviderRef, TokenSpec, TokenStatus
-from storage_token.controllers.gather import ProviderCache, resolve_provider
+from storage_token.controllers.gather import resolve_provider
 from storage_token.controllers.secret_writer import (
     ANNOTATION_KEY_ID_HASH,
     ANNOTATION_REVISION,
@@ -34,6 +34,7 @@ from storage_token.providers.errors import (
 from storage_token.runtime import metrics
 from storage_token.runtime.provider_pool import ProviderHandle, ProviderPool
 from storage_token.runtime.settings import Settings
+from storage_token.runtime.shared_state import SharedState
 from storage_token.secrets.worker import BoundedRenderer
 
 log = logging.getLogger(__name__)
@@ -86,16 +87,12 @@ class TokenSteps:
         settings: Settings,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         renderer: BoundedRenderer | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         self.kube, self.pool, self.events, self.settings, self.clock = kube, pool, events, settings, clock
         # Tenant templates render in bounded worker processes, never on the event loop.
         self.renderer = renderer or BoundedRenderer(workers=2)  # one slow template never holds every render
-        self.missing_keys: set[str] = set()  # key ids the sweep found gone at their provider
-        self.provider_cache: ProviderCache = {}  # the Manager shares its watch cache
-        # (namespace, Secret name) -> resourceVersion of our last write: its watch event needs no reconcile.
-        self.own_secret_writes: dict[tuple[str, str], str] = {}
-        # Called with every token body this controller writes, so the Manager's cache runs ahead of the watch.
-        self.on_written: Callable[[dict[str, Any]], None] = lambda body: None
+        self.shared = shared or SharedState()
 
     def _key_name(self, meta: dict[str, Any], revision: int) -> str:
         return key_name(self.settings.install_digest, meta["namespace"], meta["name"], meta["uid"], revision)
@@ -110,7 +107,7 @@ class TokenSteps:
         except Conflict:
             return None
         if written is not None:
-            self.on_written(written)
+            self.shared.on_written(written)
         return written
 
     async def _handle_for(self, token: dict[str, Any], provider: str) -> ProviderHandle | None:
@@ -121,7 +118,7 @@ class TokenSteps:
         else:
             ref = TokenSpec.parse(token.get("spec") or {}, default_secret_name="").provider_ref
         state = await resolve_provider(
-            self.kube, self.settings, ref, token["metadata"]["namespace"], self.provider_cache
+            self.kube, self.settings, ref, token["metadata"]["namespace"], self.shared.providers
         )
         if state.spec is None:
             return None
@@ -152,7 +149,7 @@ class TokenSteps:
             )
             return str(error)
         metrics.record_revocation("revoked")
-        self.missing_keys.discard(entry.key_id)
+        self.shared.missing_keys.discard(entry.key_id)
         await self.events.record(token, KIND, reasons.REVOKED, f"revoked key {entry.key_name}", routine=True)
         return None
 

@@ -109,7 +109,7 @@ class DeletionSteps(TokenSteps):
             kind, _, name = status.provider.partition("/")
             ref = ProviderRef(kind, name)
         state = await resolve_provider(
-            self.kube, self.settings, ref, token["metadata"]["namespace"], self.provider_cache
+            self.kube, self.settings, ref, token["metadata"]["namespace"], self.shared.providers
         )
         if state.spec is None or state.problem_reason == reasons.NAMESPACE_NOT_ALLOWED:
             return False

@@ -176,7 +176,9 @@ class IssuingSteps(RecordingSteps):
         body = build_secret(token, spec.secret, data, issued.key_id, revision, expires, previous)
         del data, material
         try:
-            self.own_secret_writes[(meta["namespace"], spec.secret.name)] = await write_secret(self.kube, body, secret)
+            self.shared.own_secret_writes[(meta["namespace"], spec.secret.name)] = await write_secret(
+                self.kube, body, secret
+            )
         except Conflict:
             # Someone wrote the Secret meanwhile: keep the intent (the key is adopted/replaced next run).
             return Outcome(wakeup=value.now, body=token)
@@ -211,7 +213,7 @@ class IssuingSteps(RecordingSteps):
                 written = await write_secret(self.kube, body, secret)
             except Conflict:
                 return token  # someone wrote it meanwhile: its watch event brings us back
-            self.own_secret_writes[(token["metadata"]["namespace"], value.spec.secret.name)] = written
+            self.shared.own_secret_writes[(token["metadata"]["namespace"], value.spec.secret.name)] = written
         if (token.get("status") or {}).get("specHash") != value.spec_hash == status.spec_hash:
             return await self._patch_status(token, StatusPatch(spec_hash=value.spec_hash)) or token
         return token

@@ -131,7 +131,7 @@ class RecordingSteps(RolloutSteps):
         if renewed:
             patch.rollout = rollout if follow else None
         written = await self._patch_status(token, patch)
-        self.missing_keys.discard(status.key_id)
+        self.shared.missing_keys.discard(status.key_id)
         metrics.record_issuance(handle.spec.type, "renewed" if renewed else "issued")
         await self.events.record(
             token,

@@ -82,7 +82,7 @@ class RevocationSteps(TokenSteps):
         except Conflict:
             return list(due)
         if written:
-            self.own_secret_writes[(meta["namespace"], name)] = written
+            self.shared.own_secret_writes[(meta["namespace"], name)] = written
         return []
 
     async def _forced(self, token: dict[str, Any], forced: list[PendingRevocation]) -> list[dict[str, Any]]:
