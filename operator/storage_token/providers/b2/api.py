@@ -23,6 +23,7 @@ from storage_token.providers.b2.models import Authorization
 from storage_token.providers.endpoints import host_of, require_https
 from storage_token.providers.errors import BadRequestError, CredentialsError, ProviderError, RetryableError
 from storage_token.providers.retry import RetryPolicy, Sleep, with_retries
+from storage_token.providers.transport import AiohttpTransport
 
 log = logging.getLogger("storage_token.providers.b2")
 T = TypeVar("T")
@@ -63,7 +64,9 @@ class B2Api:
         self._sleep = sleep
         self._auth: Authorization | None = None
         self._auth_lock = asyncio.Lock()
-        self._http = httpx.AsyncClient(transport=transport, timeout=timeout, headers={"User-Agent": USER_AGENT})
+        self._http = httpx.AsyncClient(
+            transport=transport or AiohttpTransport(), timeout=timeout, headers={"User-Agent": USER_AGENT}
+        )
 
     def __repr__(self) -> str:
         return f"B2Api(endpoint={self.endpoint!r})"

@@ -15,6 +15,7 @@ import httpx
 
 from storage_token.providers.endpoints import host_of, require_https
 from storage_token.providers.errors import BadRequestError, NotFoundError, ProviderError, RetryableError
+from storage_token.providers.transport import AiohttpTransport
 from storage_token.providers.us3.codes import PROVIDER, http_error, parse_retry_after, retcode_error
 from storage_token.providers.us3.models import Project, TokenRequest, UFileToken
 from storage_token.providers.us3.signing import Value, flatten, sign
@@ -43,7 +44,9 @@ class US3Api:
         self._private_key = private_key
         self._timeout = timeout
         self._host = host_of(endpoint)
-        self._http = httpx.AsyncClient(transport=transport, timeout=timeout, headers={"User-Agent": USER_AGENT})
+        self._http = httpx.AsyncClient(
+            transport=transport or AiohttpTransport(), timeout=timeout, headers={"User-Agent": USER_AGENT}
+        )
 
     def __repr__(self) -> str:
         return f"US3Api(endpoint={self.endpoint!r})"
