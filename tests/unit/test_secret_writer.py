@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 
 from storage_token.api.token import SecretSpec
 from storage_token.controllers.secret_writer import (
@@ -15,7 +14,6 @@ from storage_token.controllers.secret_writer import (
     key_id_hash,
     secret_state,
 )
-from storage_token.process.logs import JsonFormatter
 
 TOKEN = {"metadata": {"name": "app", "namespace": "team-a", "uid": "uid-1"}}
 SPEC = SecretSpec(name="app-s3", labels={"team": "a"}, annotations={"note": "x"})
@@ -54,14 +52,3 @@ def test_edited_data_or_another_owner_is_noticed() -> None:
     del stripped["metadata"]["annotations"][ANNOTATION_DATA_HASH]  # type: ignore[index]
     assert not secret_state(stripped, "uid-1").intact
     assert not secret_state(None, "uid-1").exists
-
-
-def test_json_logs_are_one_object_per_line() -> None:
-    record = logging.LogRecord("storage_token.x", logging.WARNING, __file__, 1, "issued %s", ("k1",), None)
-    line = JsonFormatter().format(record)
-    assert json.loads(line) | {"time": None} == {
-        "time": None,
-        "level": "warning",
-        "logger": "storage_token.x",
-        "message": "issued k1",
-    }

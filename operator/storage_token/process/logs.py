@@ -32,3 +32,7 @@ def configure_logging(fmt: str = "plain", level: str = "INFO") -> None:
     # Request-level client logs could echo headers or bodies: keep them quiet at every level.
     for noisy in ("httpx", "httpcore", "urllib3", "kubernetes.client.rest"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kopf's per-object lines say "Handler succeeded" for every watch event of every object (our handlers
+    # only feed queues): four lines per issuance in a burst. Its warnings and errors still show.
+    debug = logging.getLevelName(root.level) == "DEBUG"
+    logging.getLogger("kopf.objects").setLevel(logging.NOTSET if debug else logging.WARNING)
