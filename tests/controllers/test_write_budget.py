@@ -72,3 +72,17 @@ async def test_routine_events_are_posted_when_asked_for(provider_type: str) -> N
 
     assert sum(issuance.values()) == 5 and sum(rotation.values()) == 6
     assert [reason for reason, _ in h.kube.events_for(NAME, NS)] == ["Issued", "Renewed", "Revoked"]
+
+
+async def test_a_repair_is_always_posted_with_its_reason(harness: Harness, provider_type: str) -> None:
+    provider = await harness.create_provider(provider_type)
+    await harness.create_token(NS, NAME, provider)
+    await harness.reconcile_token(NS, NAME)
+    assert harness.kube.events_for(NAME, NS) == []  # the first issue is routine
+
+    harness.kube.delete("Secret", NS, NAME)
+    await harness.reconcile_token(NS, NAME)
+
+    (reason, message), *_ = harness.kube.events_for(NAME, NS)
+    assert reason == "Renewed" and "SecretMissing" in message
+    assert "(SecretMissing)" in str(harness.condition(NS, NAME, "Issuing")["message"])

@@ -14,6 +14,8 @@ KEY_EXPIRED = "KeyExpired"
 KEY_REVOKED_AT_PROVIDER = "KeyRevokedAtProvider"
 MANUAL_RENEWAL = "ManualRenewal"
 RENEWAL_DUE = "RenewalDue"
+# Issuances that are the plan (their events are routine, STO_ROUTINE_EVENTS); any other reason is a repair.
+ROUTINE_ISSUES = frozenset({FIRST_ISSUE, RENEWAL_DUE, MANUAL_RENEWAL})
 # Why nothing can be issued (Ready=False, no provider call)
 PROVIDER_NOT_FOUND = "ProviderNotFound"
 PROVIDER_NOT_READY = "ProviderNotReady"

@@ -50,6 +50,9 @@ class ProviderHandle:
             except ProviderError as error:
                 outcome = error.kind
                 raise
+            except Exception:
+                outcome = "error"  # not a provider answer at all (a bug, or a library failing unmapped)
+                raise
             finally:
                 metrics.record_provider_call(self.spec.type, name, outcome, time.monotonic() - started)
         finally:

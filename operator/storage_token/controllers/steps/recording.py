@@ -95,7 +95,13 @@ class RecordingSteps(RolloutSteps):
         renew_at = plan.at
         conditions = (token.get("status") or {}).get("conditions") or []
         conditions = set_condition(
-            conditions, "Issuing", False, reasons.ISSUED, f"issued key {issued.key_name}", now, value.generation
+            conditions,
+            "Issuing",
+            False,
+            reasons.ISSUED,
+            f"issued key {issued.key_name} ({why.reason})",
+            now,
+            value.generation,
         )
         message = (
             f"key {issued.key_name} valid until {format_time(issued.not_after)}; renews at {format_time(renew_at)}"
@@ -139,7 +145,17 @@ class RecordingSteps(RolloutSteps):
             "Renewed" if renewed else reasons.ISSUED,
             f"issued key {issued.key_name} (revision {revision}, {why.reason}), "
             f"valid until {format_time(issued.not_after)}",
-            routine=True,
+            # Scheduled and asked-for issuances are routine; a repair (the Secret deleted or edited, the key
+            # revoked at the provider, a spec change, a recovery) is always posted: it says why.
+            routine=why.reason in reasons.ROUTINE_ISSUES,
+        )
+        log.info(
+            "issued key %s for %s/%s: revision %d (%s)",
+            issued.key_name,
+            meta["namespace"],
+            meta["name"],
+            revision,
+            why.reason,
         )
         if status.secret_name and status.secret_name != spec.secret.name:
             await self._delete_our_secrets(meta, {status.secret_name})  # the Secret's old name
