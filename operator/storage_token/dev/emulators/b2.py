@@ -39,6 +39,7 @@ import argparse
 import base64
 import binascii
 import collections
+import hmac
 import json
 import re
 import sys
@@ -232,12 +233,22 @@ class B2Emulator(ControlledEmulator):
             "versions": versions,
         }
 
+    def journal(self, since: int) -> list[dict[str, Any]]:
+        return self.store.journal[since:]
+
+    def verify(self, access_key_id: str, secret: str) -> dict[str, Any]:
+        key = self.store.keys.get(access_key_id)
+        if key is None or key.master or not hmac.compare_digest(key.secret.encode(), secret.encode()):
+            return {"keyId": None, "live": False}
+        return {"keyId": key.key_id, "live": not key.expired(self.clock.now())}
+
     def reset(self) -> None:
         self.faults.clear()
         with self.lock:
             for key_id in [k for k, key in self.store.keys.items() if not key.master]:
                 del self.store.keys[key_id]
             self.store.tokens.clear()
+            self.store.journal.clear()
             self.counters.clear()
             self.version_counts.clear()
 

@@ -152,6 +152,7 @@ class KeyStore:
             )
         self.keys: dict[str, Key] = {}
         self.issued_secrets: list[str] = []  # every key secret ever handed out (leak scans look for them)
+        self.journal: list[dict[str, Any]] = []  # every key created and removed, with times (never the secret)
         self.tokens: dict[str, Token] = {}
         self._ids = itertools.count(1)
         for key_id, secret in master_keys.items():
@@ -181,6 +182,7 @@ class KeyStore:
         if key is None or key.master:
             return False
         del self.keys[key_id]
+        self.journal.append({"at": self.now(), "event": "deleted", "keyId": key_id, "keyName": key.name})
         self.purge_expired()
         return True
 
@@ -259,6 +261,16 @@ class KeyStore:
         )
         self.keys[key.key_id] = key
         self.issued_secrets.append(key.secret)
+        self.journal.append(
+            {
+                "at": self.now(),
+                "event": "created",
+                "keyId": key.key_id,
+                "keyName": name,
+                "accessKeyId": key.key_id,
+                "expires": key.expires_ms / 1000 if key.expires_ms is not None else None,
+            }
+        )
         return {**self._describe(key, version), "applicationKey": key.secret}
 
     def delete_key(self, version: int, caller: Key, body: dict[str, Any]) -> dict[str, Any]:

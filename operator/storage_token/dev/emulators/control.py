@@ -7,6 +7,10 @@
     POST   /_emulator/clock/freeze      {"at": 1700000000} (at: optional)
     POST   /_emulator/clock/unfreeze
     POST   /_emulator/reset             forget keys, faults and counters
+    GET    /_emulator/journal?since=N   every key created or deleted through the API, in order, from entry N
+                                        (times on the emulator's clock; never secrets)
+    POST   /_emulator/keys/verify       {"pairs": [{"accessKeyId": ..., "secret": ...}]}: which pairs are a
+                                        key the emulator issued, and live (the secret is compared, never returned)
 
 Each emulator adds its own routes through `control_route` (out-of-band deletion, token expiry).
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 from typing import Any
+from urllib.parse import parse_qsl
 
 from storage_token.dev.emulators.faults import Fault, FaultInjector
 from storage_token.dev.emulators.server import EmulatorServer, Request, Response
@@ -61,6 +66,14 @@ class ControlledEmulator(EmulatorServer):
     def reset(self) -> None:
         raise NotImplementedError
 
+    def journal(self, since: int) -> list[dict[str, Any]]:
+        """Entries of the key journal from index `since`."""
+        raise NotImplementedError
+
+    def verify(self, access_key_id: str, secret: str) -> dict[str, Any]:
+        """{"keyId": the issued key this pair is, or None, "live": bool}."""
+        raise NotImplementedError
+
     def control_route(self, method: str, route: str, body: dict[str, Any]) -> Response | None:
         """Emulator-specific control routes; None when `route` isn't one."""
         return None
@@ -71,6 +84,8 @@ class ControlledEmulator(EmulatorServer):
             body = json.loads(request.body) if request.body else {}
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
+            if request.method == "GET" and request.query:
+                body = {**dict(parse_qsl(request.query)), **body}
             return self._route(request.method, route, body)
         except (ValueError, TypeError) as error:
             return Response(400, {"error": str(error)})
@@ -97,6 +112,15 @@ class ControlledEmulator(EmulatorServer):
         if (method, route) == ("POST", "reset"):
             self.reset()
             return Response(200, {"ok": True})
+        if (method, route) == ("GET", "journal"):
+            since = int(body.get("since") or 0)
+            with self.lock:
+                return Response(200, {"entries": self.journal(since)})
+        if (method, route) == ("POST", "keys/verify"):
+            pairs = body.get("pairs") or []
+            with self.lock:
+                results = [self.verify(str(p.get("accessKeyId", "")), str(p.get("secret", ""))) for p in pairs]
+            return Response(200, {"results": results})
         specific = self.control_route(method, route, body)
         if specific is not None:
             return specific

@@ -161,6 +161,16 @@ class US3Emulator(ControlledEmulator):
             counters = [{"call": c, "outcome": o, "count": n} for (c, o), n in sorted(self.counters.items())]
         return {"now": now, "tokens": tokens, "counters": counters}
 
+    def journal(self, since: int) -> list[dict[str, Any]]:
+        return self.store.journal[since:]
+
+    def verify(self, access_key_id: str, secret: str) -> dict[str, Any]:
+        now = self.clock.now()
+        for token in self.store.tokens.values():
+            if token.public_key == access_key_id and hmac.compare_digest(token.private_key.encode(), secret.encode()):
+                return {"keyId": token.token_id, "live": not token.expired(now)}
+        return {"keyId": None, "live": False}
+
     def reset(self) -> None:
         """Forget tokens, faults and counters; the clock runs at real time again."""
         self.faults.clear()
@@ -168,6 +178,7 @@ class US3Emulator(ControlledEmulator):
         self.clock.advance(time.time() - self.clock.now())
         with self.lock:
             self.store.tokens.clear()
+            self.store.journal.clear()
             self.counters.clear()
 
 

@@ -160,6 +160,7 @@ class TokenStore:
         self.regions = frozenset(self.buckets.values()) | {default_region}
         self.tokens: dict[str, StoredToken] = {}
         self.issued_secrets: list[str] = []  # every private key ever handed out (leak scans look for them)
+        self.journal: list[dict[str, Any]] = []  # every token created and deleted, with times (never the key)
         self._now = now
 
     # -- actions ------------------------------------------------------------
@@ -210,6 +211,16 @@ class TokenStore:
         )
         self.issued_secrets.append(token.private_key)
         self.tokens[token.token_id] = token
+        self.journal.append(
+            {
+                "at": self._now(),
+                "event": "created",
+                "keyId": token.token_id,
+                "keyName": token.token_name,
+                "accessKeyId": token.public_key,
+                "expires": float(token.expire_time),
+            }
+        )
         return {"TokenId": token.token_id, "UFileTokenSet": token.payload(full=True)}
 
     def describe(self, account: str, params: Params) -> dict[str, Any]:
@@ -269,6 +280,7 @@ class TokenStore:
         if token is None or token.account != account or token.project != project or token.region != region:
             raise ApiError(15040, f"token {token_id} not found")
         del self.tokens[token_id]
+        self.journal.append({"at": self._now(), "event": "deleted", "keyId": token_id, "keyName": token.token_name})
         return {}
 
     # -- rules ------------------------------------------------------------------
