@@ -144,6 +144,21 @@ async def test_deleting_a_token_revokes_its_keys_and_the_secret_goes_with_it(
     harness.check_invariants()
 
 
+async def test_a_deleted_token_s_secret_goes_before_its_key_is_revoked(harness: Harness, provider_type: str) -> None:
+    # The namespace (or the token) is torn down: no Secret may hold the key once it is revoked.
+    _, status = await issued(harness, provider_type)
+    await harness.delete_token(NS, NAME, reconcile=False)
+    harness.crash_on_provider_call("revoke", when="before")
+
+    await harness.reconcile_until_crash(NS, NAME)
+
+    assert harness.secret(NS, NAME) is None
+    assert status["keyId"] in harness.live_key_ids(provider_type)  # the revoke was about to happen
+    await harness.restart()
+    assert await harness.reconcile_token(NS, NAME) is None
+    assert harness.live_key_ids(provider_type) == set()
+
+
 async def test_deleting_a_retained_token_keeps_its_current_key(harness: Harness, provider_type: str) -> None:
     _, status = await issued(harness, provider_type, deletionPolicy="Retain")
 

@@ -14,7 +14,7 @@ import aiohttp
 import httpx
 import pytest
 
-from storage_token.providers.transport import MAX_BODY, TOTAL_READS, AiohttpTransport
+from storage_token.providers.transport import MAX_BODY, TOTAL_READS, AiohttpTransport, ssl_context
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -194,15 +194,19 @@ async def test_netrc_credentials_are_never_added(name: str, tmp_path: Path, monk
 
 
 @pytest.mark.parametrize("name", TRANSPORTS)
-async def test_ssl_cert_file_is_trusted(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_ssl_cert_file_is_trusted(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
     subprocess.run(
-        [*request, "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        [*openssl, "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
         check=True,
         capture_output=True,
     )
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # a private CA, set through the chart's extraEnv
+    ssl_context.cache_clear()  # read once per process: this test is a fresh process's first read
+    request.addfinalizer(ssl_context.cache_clear)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     seen: list[bytes] = []

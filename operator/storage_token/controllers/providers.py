@@ -15,11 +15,13 @@ from storage_token.controllers.tokens import error_reason
 from storage_token.kube.api import Kube
 from storage_token.kube.events import EventRecorder
 from storage_token.policy import reasons
-from storage_token.providers.errors import ProviderError
+from storage_token.providers.errors import ProviderError, RetryableError
 from storage_token.runtime.provider_pool import CredentialsSecretMissing, ProviderPool
 from storage_token.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
+RETRY_SOON = timedelta(seconds=15)  # a check that failed on an outage (5xx, 429, timeout) runs again this soon
+FAILED_RECHECK = "; the last check failed "
 
 
 class ProviderController:
@@ -47,11 +49,27 @@ class ProviderController:
                 return await self._deleting(body, spec, now), False
             body = await self.release.protect(body, spec)
         status = ProviderStatusPatch(observed_generation=int(meta.get("generation") or 0), last_checked=now)
+        previous = condition((body.get("status") or {}).get("conditions"), "Ready")
+        passing_outage = False
         try:
             handle = await self.pool.get(spec)
             account = await handle.call(lambda p: p.check(), "check")
         except CredentialsSecretMissing as error:
             ready, reason, message = False, reasons.CREDENTIALS_SECRET_MISSING, error.message
+        except RetryableError as error:
+            # An outage says nothing about the credentials: verified ones stay Ready (the tokens' own calls
+            # fail and back off by themselves), and the check runs again soon.
+            passing_outage = True
+            ready, reason, message = False, error_reason(error), str(error)
+            generation = int(meta.get("generation") or 0)
+            if (
+                previous is not None
+                and previous.get("status") == "True"
+                and previous.get("observedGeneration") == generation
+            ):
+                verified = str(previous.get("message") or "").split(FAILED_RECHECK)[0]
+                ready, reason = True, str(previous.get("reason") or reasons.CREDENTIALS_VERIFIED)
+                message = f"{verified}{FAILED_RECHECK}({error_reason(error)}): {error}"
         except ProviderError as error:
             ready, reason, message = False, error_reason(error), str(error)
         else:
@@ -61,7 +79,6 @@ class ProviderController:
                 message += f" (project {account.project_id})"
             status.account_id = account.account_id
             status.s3_endpoint = spec.s3_endpoint or account.endpoint
-        previous = condition((body.get("status") or {}).get("conditions"), "Ready")
         changed = previous is None or previous.get("status") != ("True" if ready else "False")
         status.conditions = set_condition(
             (body.get("status") or {}).get("conditions") or [],
@@ -77,6 +94,8 @@ class ProviderController:
         if changed or (previous or {}).get("reason") != reason:
             await self.events.record(body, kind, reason, message, warning=not ready)
         interval = self.settings.provider_recheck_interval
+        if passing_outage:
+            return now + min(interval, RETRY_SOON), changed
         return now + (interval if ready else min(interval, interval / 5)), changed
 
     async def _deleting(self, body: dict[str, Any], spec: ProviderSpec, now: datetime) -> datetime | None:

@@ -52,6 +52,10 @@ class DeletionSteps(TokenSteps):
         entries = list(status.pending_revocations)
         if status.key_id and not retain:
             entries.append(PendingRevocation(status.key_id, status.key_name, now, provider=status.provider))
+        if entries:
+            # The Secret would go with its owner anyway: it goes before its key is revoked, so no Secret
+            # holds a revoked key while the namespace (or the token) is torn down.
+            await self._delete_dead_secret(token, entries)
         for entry in entries:
             error = await self._revoke(token, entry)
             if error is not None:

@@ -42,6 +42,10 @@ class RevocationSteps(TokenSteps):
         if kept:  # the Secret moved under us: revoke once it no longer holds the key
             remaining += [replace(entry, due_at=now + BACKOFF_BASE) for entry in kept]
             due = [entry for entry in due if entry not in kept]
+        if due:
+            # A Secret of ours still holding one of these keys (a renamed Secret's old copy) goes first,
+            # so no Secret holds a key after its revocation.
+            await self._delete_dead_secret(token, due)
         for entry in due:
             error = await self._revoke(token, entry)
             if error is None:
@@ -57,9 +61,6 @@ class RevocationSteps(TokenSteps):
             )
         failed = {entry.key_id for entry in remaining}
         revoked = [entry for entry in due if entry.key_id not in failed]
-        if revoked:
-            # Only deletes a Secret that holds one of these keys (e.g. a renamed Secret's old copy).
-            await self._delete_dead_secret(token, revoked)
         patch = StatusPatch(pending_revocations=remaining)
         forced = [entry for entry in revoked if entry.awaiting_rollout]
         if forced:
