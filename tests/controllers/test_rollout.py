@@ -13,7 +13,9 @@ from typing import Any
 from harness import Crash, Harness, ProviderInfo
 
 from storage_token.api.times import parse_time
+from storage_token.controllers.steps.base import RESTART_ANNOTATION
 from storage_token.kube.api import ApiError
+from storage_token.policy.rollout import precise_time
 
 NS, NAME = "team-a", "app"
 GRACE, CEILING = timedelta(minutes=2), timedelta(minutes=30)
@@ -315,15 +317,25 @@ async def test_a_workload_event_queues_exactly_the_tokens_following_it(harness: 
     await rotate(h, provider, ["web"], name="app-a")
     await h.create_token(NS, "app-b", provider, reconcile=True)
     manager = h.operator.manager
-    manager.on_token_event("MODIFIED", h.token(NS, "app-a"))
     queue = manager.token_queue
-    for key in list(queue._queued):
-        queue._queued.pop(key)
-    manager.on_workload_event("Deployment", {"metadata": {"namespace": NS, "name": "web"}})
-    assert set(queue._queued) == {(NS, "app-a")}
-    manager.on_workload_event("StatefulSet", {"metadata": {"namespace": NS, "name": "web"}})
-    manager.on_workload_event("Deployment", {"metadata": {"namespace": "elsewhere", "name": "web"}})
-    assert set(queue._queued) == {(NS, "app-a")}
+
+    def events_of_web(kind: str = "Deployment", namespace: str = NS) -> set[tuple[str, str]]:
+        manager.on_token_event("MODIFIED", h.token(NS, "app-a"))
+        for key in list(queue._queued):
+            queue._queued.pop(key)
+        web = h.kube.get("Deployment", NS, "web")
+        assert web is not None
+        manager.on_workload_event(kind, {**web, "metadata": {**web["metadata"], "namespace": namespace}})
+        return set(queue._queued)
+
+    assert events_of_web() == set(), "waiting for its own restart timer: a workload event moves nothing"
+    await h.run_until(h.now + h.settings.restart_min_interval)
+    assert states(h, "app-a") == {"web": "Rolling"}
+    assert events_of_web() == set(), "still rolling out: nothing to decide yet"
+    finish_rollout(h, "web")
+    assert events_of_web() == {(NS, "app-a")}
+    assert events_of_web("StatefulSet") == set()
+    assert events_of_web(namespace="elsewhere") == set()
 
 
 async def test_daemonsets_and_statefulsets_are_followed_too(harness: Harness) -> None:
@@ -404,3 +416,30 @@ async def test_losing_admission_revokes_keys_waiting_for_a_stuck_rollout_after_t
     live = h.live_key_ids("b2")
     assert second not in live
     assert first not in live
+
+
+async def test_a_restart_racing_another_token_s_restart_is_not_repeated(harness: Harness) -> None:
+    h = harness
+    h.kube.create_namespace(NS)
+    h.kube.create(consumer("web"))
+    provider = await h.create_provider("b2")
+    await rotate(h, provider, ["web"])
+    before = h.kube.get("Deployment", NS, "web")
+    assert before is not None
+    patch_workload = h.kube.patch_workload
+    raced: list[str] = []
+
+    async def racing(kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        if not raced:  # another token's restart lands between this token's read and its patch
+            raced.append(name)
+            annotations = {RESTART_ANNOTATION: precise_time(h.now - timedelta(seconds=1))}
+            h.kube.update(kind, namespace, name, {"spec": {"template": {"metadata": {"annotations": annotations}}}})
+        return await patch_workload(kind, namespace, name, patch)
+
+    h.kube.patch_workload = racing  # type: ignore[method-assign]
+    await h.run_until(h.now + h.settings.restart_min_interval)
+
+    after = h.kube.get("Deployment", NS, "web")
+    assert after is not None and raced == ["web"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1, "restarted twice"
+    assert states(h) == {"web": "Rolling"}  # the other restart covers this token's Secret write

@@ -25,8 +25,8 @@ from storage_token.policy.rollout import (
     release,
     restart_moment,
     revocation_window,
-    rollout_waits_on,
     summary,
+    workload_event_moves,
     workload_progress,
 )
 
@@ -181,11 +181,22 @@ def test_the_condition_names_the_state_of_the_rollout() -> None:
     assert summary(done, forced=True) == (True, ALL_SWITCHED, "1/1 consumers switched to revision 2")
 
 
-def test_only_waiting_targets_need_their_workload_watched() -> None:
-    status = {"rollout": Rollout(2, NOW, (TargetState("Deployment", "a", ROLLING),)).to_status()}
-    assert rollout_waits_on(status, "Deployment", "a")
-    assert not rollout_waits_on(status, "StatefulSet", "a")
-    assert rollout_waits_on({"rollout": new_rollout(2, [("Deployment", "b")], NOW).to_status()}, "Deployment", "b")
-    status = {"rollout": Rollout(2, NOW, (TargetState("Deployment", "a", ADOPTED),)).to_status()}
-    assert not rollout_waits_on(status, "Deployment", "a")
-    assert not rollout_waits_on(None, "Deployment", "a")
+def test_a_workload_event_moves_only_targets_it_can_move_on() -> None:
+    rolled = {"metadata": {"generation": 3}, "spec": {"replicas": 1}}
+    rolled["status"] = {"observedGeneration": 3, "replicas": 1, "updatedReplicas": 1}
+    rolled["status"] |= {"readyReplicas": 1, "availableReplicas": 1}
+    rolling = {**rolled, "status": {**rolled["status"], "updatedReplicas": 0}}
+
+    waiting = {"rollout": Rollout(2, NOW, (TargetState("Deployment", "a", ROLLING, generation=3),)).to_status()}
+    assert workload_event_moves(waiting, "Deployment", "a", rolled, None)
+    assert not workload_event_moves(waiting, "Deployment", "a", rolling, None)  # nothing to decide yet
+    assert not workload_event_moves(waiting, "StatefulSet", "a", rolled, None)
+
+    pending = {"rollout": new_rollout(2, [("Deployment", "b")], NOW).to_status()}
+    assert not workload_event_moves(pending, "Deployment", "b", rolled, None)  # its own timer restarts it
+    assert not workload_event_moves(pending, "Deployment", "b", rolled, NOW - timedelta(seconds=1))
+    assert workload_event_moves(pending, "Deployment", "b", rolled, NOW)  # another token's restart covers it
+
+    adopted = {"rollout": Rollout(2, NOW, (TargetState("Deployment", "a", ADOPTED),)).to_status()}
+    assert not workload_event_moves(adopted, "Deployment", "a", rolled, NOW)
+    assert not workload_event_moves(None, "Deployment", "a", rolled, NOW)

@@ -16,11 +16,12 @@ from storage_token.controllers.gather import cached_token
 from storage_token.controllers.provider_release import ProviderRelease
 from storage_token.controllers.providers import ProviderController
 from storage_token.controllers.secret_writer import LABEL_TOKEN
+from storage_token.controllers.steps.restarts import last_restart
 from storage_token.controllers.sweep import References, Sweeper
 from storage_token.controllers.tokens import TokenController
 from storage_token.kube.api import ApiError, Conflict, Kube, NamespaceTerminating
 from storage_token.kube.events import EventRecorder
-from storage_token.policy.rollout import rollout_waits_on
+from storage_token.policy.rollout import workload_event_moves
 from storage_token.providers.errors import ProviderError
 from storage_token.runtime import metrics
 from storage_token.runtime.provider_pool import ProviderPool
@@ -185,8 +186,9 @@ class Manager:
         """A Deployment, StatefulSet or DaemonSet changed: queue the tokens whose rollout follows it."""
         meta = body.get("metadata") or {}
         namespace, name = meta.get("namespace"), meta.get("name")
+        restarted = last_restart(body)
         for key, token in list(self.token_cache.items()):
-            if key[0] == namespace and rollout_waits_on(token.get("status"), kind, name or ""):
+            if key[0] == namespace and workload_event_moves(token.get("status"), kind, name or "", body, restarted):
                 self.token_queue.add(key)
 
     def credentials_secrets(self) -> set[tuple[str, str]]:
@@ -230,7 +232,13 @@ class Manager:
         if body is None:
             return None
         status = TokenStatus.parse(body.get("status"))
-        moments = [status.not_after, *(entry.due_at for entry in status.pending_revocations)]
+        moments = [
+            status.not_after,
+            *(
+                (entry.not_before or entry.due_at) if entry.awaiting_rollout else entry.due_at
+                for entry in status.pending_revocations
+            ),
+        ]
         present = [moment.timestamp() for moment in moments if moment is not None]
         return min(present) if present else None
 

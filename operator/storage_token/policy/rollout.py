@@ -214,10 +214,26 @@ def summary(rollout: Rollout, forced: bool) -> tuple[bool, str, str]:
     return False, ROLLING_OUT, f"{progress}; {detail}"[:1024]
 
 
-def rollout_waits_on(status: Mapping[str, Any] | None, kind: str, name: str) -> bool:
-    """Does this token status follow workload `kind`/`name` (so its changes need a reconcile)?"""
+def workload_event_moves(
+    status: Mapping[str, Any] | None,
+    kind: str,
+    name: str,
+    workload: Mapping[str, Any],
+    restarted_at: datetime | None,
+) -> bool:
+    """Does this event of workload `kind`/`name` move one of the token's waiting targets on? A target
+    waiting for its restart only when a restart after its Secret write covers it (its own timer
+    restarts it otherwise); a rolling one only once the workload has rolled out (POLL meanwhile)."""
     raw = (status or {}).get("rollout") or {}
-    return any(
-        t.get("kind") == kind and t.get("name") == name and (t.get("state") or RESTART_PENDING) in WAITING
-        for t in raw.get("targets") or ()
-    )
+    started = parse_time(raw.get("startedAt"))
+    for t in raw.get("targets") or ():
+        if t.get("kind") != kind or t.get("name") != name:
+            continue
+        state = t.get("state") or RESTART_PENDING
+        if state in (RESTART_PENDING, RESTART_FAILED):
+            if restarted_at is not None and started is not None and restarted_at >= started:
+                return True
+            continue
+        if state == ROLLING and workload_progress(kind, workload, int(t.get("generation") or 0))[0]:
+            return True
+    return False

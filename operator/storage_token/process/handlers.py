@@ -24,6 +24,7 @@ import kopf
 from storage_token.api.token import API_GROUP, API_VERSION
 from storage_token.controllers.manager import Manager
 from storage_token.controllers.secret_writer import LABEL_TOKEN
+from storage_token.controllers.steps.base import RESTART_ANNOTATION
 from storage_token.kube.api import Kube
 from storage_token.kube.client import Timeouts, authorization_header, load_configuration
 from storage_token.kube.leader import LeaderElector
@@ -177,8 +178,19 @@ def watch_workloads() -> None:
         async def workload_event(memo: kopf.Memo, body: kopf.Body, workload_kind: str = kind, **_: Any) -> None:
             """A workload changed: queue the tokens whose rollout follows it (no pod template leaves here)."""
             meta = body.get("metadata") or {}
-            memo["manager"].on_workload_event(
-                workload_kind, {"metadata": {"namespace": meta.get("namespace"), "name": meta.get("name")}}
-            )
+            spec = body.get("spec") or {}
+            template = (spec.get("template") or {}).get("metadata") or {}
+            restarted = (template.get("annotations") or {}).get(RESTART_ANNOTATION)
+            # What deciding "does this event move a waiting target on" needs: counts, generations and our
+            # restart annotation; still no pod template (env values, images) leaves here.
+            slim = {
+                "metadata": {k: meta.get(k) for k in ("namespace", "name", "generation")},
+                "spec": {
+                    "replicas": spec.get("replicas"),
+                    "template": {"metadata": {"annotations": {RESTART_ANNOTATION: restarted}}},
+                },
+                "status": dict(body.get("status") or {}),
+            }
+            memo["manager"].on_workload_event(workload_kind, slim)
 
         kopf.on.event("apps", "v1", plural, id=f"{plural}-rollout")(workload_event)

@@ -15,9 +15,10 @@ from typing import Any
 
 from storage_token.api.times import format_time, parse_time
 from storage_token.controllers.steps.base import KIND, RESTART_ANNOTATION, TokenSteps
-from storage_token.kube.api import ApiError
+from storage_token.kube.api import ApiError, Conflict
 from storage_token.policy.consumers import restart_refusal
 from storage_token.policy.rollout import (
+    ADOPTED,
     NOT_FOUND,
     REFUSED,
     RESTART_FAILED,
@@ -26,6 +27,7 @@ from storage_token.policy.rollout import (
     TargetState,
     precise_time,
     restart_moment,
+    workload_progress,
 )
 from storage_token.policy.schedule import backoff_delay
 
@@ -65,13 +67,22 @@ class RestartSteps(TokenSteps):
             at = restart_moment(since, last, self.settings.restart_min_interval, now)
             if at is None:  # another rotation's restart came after our Secret write: it covers ours
                 generation = int(workload["metadata"].get("generation") or 0)
-                message = f"restarted at {format_time(last)}, after the Secret was written"
-                return replace(target, state=ROLLING, generation=generation, message=message, next_attempt=None), None
+                # It may have rolled out already (no further event of it would come): judge it now.
+                switched, progress = workload_progress(target.kind, workload, generation)
+                state = ADOPTED if switched else ROLLING
+                message = f"restarted at {format_time(last)}, after the Secret was written; {progress}"
+                return replace(target, state=state, generation=generation, message=message, next_attempt=None), None
             if at > now:
                 message = f"restart at {format_time(at)}: rotations of other tokens sharing it until then join it"
                 return replace(target, state=RESTART_PENDING, message=message), at
-            patch = {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: precise_time(now)}}}}}
-            patched = await self.kube.patch_workload(target.kind, meta["namespace"], target.name, patch)
+            patch = {
+                "metadata": {"resourceVersion": workload["metadata"]["resourceVersion"]},
+                "spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: precise_time(now)}}}},
+            }
+            try:
+                patched = await self.kube.patch_workload(target.kind, meta["namespace"], target.name, patch)
+            except Conflict:
+                return target, now
             if patched is None:
                 return await self._not_found(token, target)
         except (ApiError, OSError) as error:
