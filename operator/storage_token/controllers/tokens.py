@@ -25,6 +25,7 @@ from storage_token.controllers.steps.deletion import DeletionSteps
 from storage_token.controllers.steps.issuing import IssuingSteps
 from storage_token.controllers.steps.readiness import ReadinessSteps
 from storage_token.controllers.steps.revocation import RevocationSteps
+from storage_token.controllers.steps.secret_metadata import SecretMetadataSteps
 from storage_token.policy import reasons
 from storage_token.policy.checks import Verdict, decide
 from storage_token.providers.errors import (
@@ -38,7 +39,7 @@ __all__ = ["ABANDON_ANNOTATION", "FINALIZER", "KIND", "Outcome", "TokenControlle
 log = logging.getLogger(__name__)
 
 
-class TokenController(IssuingSteps, ReadinessSteps, RevocationSteps, DeletionSteps):
+class TokenController(IssuingSteps, SecretMetadataSteps, ReadinessSteps, RevocationSteps, DeletionSteps):
     """One reconcile: deletion, or the finalizer, then gather -> decide -> the step that applies."""
 
     async def _follow_up(self, token: dict[str, Any], outcome: Outcome) -> Outcome:

@@ -3,20 +3,16 @@ write the Secret."""
 
 from __future__ import annotations
 
-import base64
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from storage_token.api.conditions import set_condition
-from storage_token.api.status_patch import Failure, StatusPatch
+from storage_token.api.status_patch import StatusPatch
 from storage_token.api.times import format_time
-from storage_token.api.token import Intent, PendingRevocation, TokenSpec, TokenStatus
+from storage_token.api.token import Intent, TokenSpec
 from storage_token.controllers.secret_writer import (
-    ANNOTATION_EXPIRES_AT,
     ANNOTATION_KEY_ID_HASH,
-    ANNOTATION_PREVIOUS_KEY_ID_HASH,
-    ANNOTATION_PREVIOUS_KEYS,
     ANNOTATION_REVISION,
     build_secret,
     carry_previous,
@@ -26,19 +22,15 @@ from storage_token.controllers.secret_writer import (
     write_secret,
 )
 from storage_token.controllers.steps.base import (
-    KIND,
     Outcome,
     unreachable,
 )
+from storage_token.controllers.steps.failures import FailureSteps
 from storage_token.controllers.steps.recording import RecordingSteps
 from storage_token.kube.api import ApiError, Conflict
 from storage_token.policy import reasons
 from storage_token.policy.checks import Verdict
 from storage_token.policy.inputs import PolicyInput
-from storage_token.policy.schedule import (
-    backoff_delay,
-    backoff_wakeup,
-)
 from storage_token.providers.base import IssuedKey, KeySpec
 from storage_token.providers.errors import (
     ProviderError,
@@ -54,7 +46,7 @@ log = logging.getLogger(__name__)
 NAMESPACE_WAIT = timedelta(seconds=5)  # a token whose namespace is terminating looks again this often
 
 
-class IssuingSteps(RecordingSteps):
+class IssuingSteps(RecordingSteps, FailureSteps):
     async def _namespace_terminating(self, namespace: str) -> bool:
         try:
             found = await self.kube.get_namespace(namespace)
@@ -183,84 +175,6 @@ class IssuingSteps(RecordingSteps):
             # Someone wrote the Secret meanwhile: keep the intent (the key is adopted/replaced next run).
             return Outcome(wakeup=value.now, body=token)
         return await self._record_issued(token, value, handle, issued, revision, why, value.spec_hash)
-
-    async def _sync_secret_metadata(
-        self, token: dict[str, Any], value: PolicyInput, secret: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        """A label- or annotation-only edit: the Secret is rewritten around the key it holds (no new key),
-        and a specHash recorded under the legacy hash is brought up to date. Returns the token as written."""
-        state, status = value.secret, value.status
-        if secret is None or not (state.owned and state.intact and status.key_id):
-            return token
-        if state.key_id_hash != value.current_key_id_hash:
-            return token
-        meta = secret.get("metadata") or {}
-        annotations = meta.get("annotations") or {}
-        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
-        revision = int(annotations.get(ANNOTATION_REVISION) or status.revision)
-        body = build_secret(
-            token, value.spec.secret, data, status.key_id, revision, annotations.get(ANNOTATION_EXPIRES_AT)
-        )
-        del data
-        wanted = body["metadata"]
-        # A kept previous pair stays in the data, so its annotations stay too: the revocation step
-        # finds the pair by them and removes it before that key is revoked.
-        for kept in (ANNOTATION_PREVIOUS_KEY_ID_HASH, ANNOTATION_PREVIOUS_KEYS):
-            if kept in annotations:
-                wanted["annotations"][kept] = annotations[kept]
-        if wanted["labels"] != (meta.get("labels") or {}) or wanted["annotations"] != annotations:
-            try:
-                written = await write_secret(self.kube, body, secret)
-            except Conflict:
-                return token  # someone wrote it meanwhile: its watch event brings us back
-            self.shared.own_secret_writes[(token["metadata"]["namespace"], value.spec.secret.name)] = written
-        if (token.get("status") or {}).get("specHash") != value.spec_hash == status.spec_hash:
-            return await self._patch_status(token, StatusPatch(spec_hash=value.spec_hash)) or token
-        return token
-
-    async def _render_failed(
-        self,
-        token: dict[str, Any],
-        status: TokenStatus,
-        handle: ProviderHandle,
-        issued: IssuedKey,
-        problem: str,
-        now: datetime,
-    ) -> Outcome:
-        meta = token["metadata"]
-        pending = list(TokenStatus.parse(token.get("status")).pending_revocations)
-        try:
-            await handle.call(lambda p: p.revoke(issued.key_id), "revoke")
-        except ProviderError:  # still revoked, by the queue, retried until the provider confirms
-            provider = f"{handle.spec.kind}/{handle.spec.name}"
-            pending.append(PendingRevocation(issued.key_id, issued.key_name, now, provider, issued.not_after))
-        attempts = status.failed_attempts + 1
-        retry_at = now + backoff_delay(attempts, meta["uid"])
-        generation = int(meta.get("generation") or 0)
-        message = f"{problem}; the new key was revoked; attempt {attempts + 1} at {format_time(retry_at)}"
-        conditions = set_condition(
-            (token.get("status") or {}).get("conditions") or [],
-            "Issuing",
-            False,
-            reasons.TEMPLATE_ERROR,
-            message,
-            now,
-            generation,
-        )
-        if not (status.key_id and status.not_after is not None and status.not_after > now):
-            conditions = set_condition(conditions, "Ready", False, reasons.TEMPLATE_ERROR, message, now, generation)
-        patch = StatusPatch(
-            intent=None,
-            conditions=conditions,
-            failed_attempts=attempts,
-            last_failure=Failure(now, reasons.TEMPLATE_ERROR, message),
-            next_attempt=retry_at,
-            pending_revocations=pending,
-            observed_generation=generation,
-        )
-        written = await self._patch_status(token, patch)
-        await self.events.record(token, KIND, reasons.TEMPLATE_ERROR, message, warning=True)
-        return Outcome(wakeup=backoff_wakeup(now, retry_at, status.not_after, pending), body=written or token)
 
     async def _key_in_secret(
         self, handle: ProviderHandle, secret: dict[str, Any] | None, uid: str, name: str, revision: int

@@ -1,19 +1,17 @@
-"""Recording what an issuance did: the new key in status (the old one queued), or the failure and its backoff."""
+"""Recording what an issuance did: the new key in status, the old one queued for revocation (a failure: failures)."""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 from storage_token.api.conditions import set_condition
-from storage_token.api.status_patch import Failure, StatusPatch
+from storage_token.api.status_patch import StatusPatch
 from storage_token.api.times import format_time, parse_time
 from storage_token.api.token import PendingRevocation, TokenStatus
 from storage_token.controllers.steps.base import (
     KIND,
     Outcome,
-    error_reason,
 )
 from storage_token.controllers.steps.rollout import RolloutSteps
 from storage_token.policy import reasons
@@ -21,17 +19,12 @@ from storage_token.policy.checks import Verdict
 from storage_token.policy.inputs import PolicyInput
 from storage_token.policy.rollout import CONDITION, new_rollout, release, revocation_window, summary
 from storage_token.policy.schedule import (
-    backoff_delay,
-    backoff_wakeup,
     next_wakeup,
     renewal_plan,
     revocation_due,
 )
 from storage_token.policy.windows import describe
 from storage_token.providers.base import IssuedKey
-from storage_token.providers.errors import (
-    ProviderError,
-)
 from storage_token.runtime import metrics
 from storage_token.runtime.provider_pool import ProviderHandle
 
@@ -163,45 +156,3 @@ class RecordingSteps(RolloutSteps):
             wakeup=next_wakeup(now, renew_at, issued.not_after, None, pending),
             body=written or token,
         )
-
-    async def _failed(
-        self, token: dict[str, Any], status: TokenStatus, error: ProviderError, now: datetime, keep_intent: bool
-    ) -> Outcome:
-        meta = token["metadata"]
-        attempts = status.failed_attempts + 1
-        delay = backoff_delay(attempts, meta["uid"], error.retry_after)
-        retry_at = now + delay
-        reason = error_reason(error)
-        generation = int(meta.get("generation") or 0)
-        conditions = (token.get("status") or {}).get("conditions") or []
-        conditions = set_condition(conditions, "Issuing", False, reason, str(error), now, generation)
-        still_valid = status.not_after is not None and status.not_after > now and bool(status.key_id)
-        retrying = f"{error}; attempt {attempts + 1} at {format_time(retry_at)}"
-        if still_valid:
-            # Like cert-manager: Ready says whether the Secret holds a valid key; Issuing says renewal fails.
-            conditions = set_condition(
-                conditions,
-                "Ready",
-                True,
-                reasons.ISSUED,
-                f"key {status.key_name} valid until {format_time(status.not_after)}; renewal failing ({reason}), "
-                f"next attempt at {format_time(retry_at)}; the current key stays in the Secret until it expires",
-                now,
-                generation,
-            )
-        else:
-            conditions = set_condition(conditions, "Ready", False, reason, retrying, now, generation)
-        patch = StatusPatch(
-            conditions=conditions,
-            failed_attempts=attempts,
-            last_failure=Failure(now, reason, str(error)),
-            next_attempt=retry_at,
-            observed_generation=generation,
-        )
-        if not keep_intent:
-            patch.intent = None
-        written = await self._patch_status(token, patch)
-        log.warning("issuing for %s/%s failed (%s): %s", meta["namespace"], meta["name"], reason, error)
-        await self.events.record(token, KIND, reasons.ISSUE_FAILED, f"{reason}: {error}", warning=True)
-        wakeup = backoff_wakeup(now, retry_at, status.not_after, status.pending_revocations)
-        return Outcome(wakeup=wakeup, body=written or token)
