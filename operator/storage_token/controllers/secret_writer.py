@@ -161,11 +161,12 @@ async def write_secret(kube: Kube, body: dict[str, Any], current: Mapping[str, A
     return str(((written or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
-async def drop_previous(kube: Kube, token_meta: Mapping[str, Any], name: str, key_ids: set[str]) -> str | None:
-    """Rewrite our Secret `name` without the previous pair if it belongs to one of `key_ids`.
+async def drop_previous(
+    kube: Kube, token_meta: Mapping[str, Any], secret: Mapping[str, Any] | None, key_ids: set[str]
+) -> str | None:
+    """Rewrite our Secret (as read) without the previous pair if it belongs to one of `key_ids`.
 
     Returns the resourceVersion written, None when there was nothing to drop; Conflict if it moved."""
-    secret = await kube.get_secret(token_meta["namespace"], name)
     if secret is None or not is_owned_by(secret, token_meta["uid"]):
         return None
     annotations = dict((secret.get("metadata") or {}).get("annotations") or {})
@@ -178,6 +179,7 @@ async def drop_previous(kube: Kube, token_meta: Mapping[str, Any], name: str, ke
     if intact:  # an edited Secret stays detectably edited (drift repair re-issues it)
         annotations[ANNOTATION_DATA_HASH] = data_hash(data)
     body = {**secret, "data": data, "metadata": {**secret["metadata"], "annotations": annotations}}
+    name = str(secret["metadata"]["name"])
     written = await kube.replace_secret(token_meta["namespace"], name, body)
     if written is None:
         raise Conflict("the Secret was deleted while its previous key was being dropped")

@@ -4,7 +4,7 @@ that issued a key, single revocations, and the clean-up of Secrets that hold a d
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -176,17 +176,30 @@ class TokenSteps:
         return [PendingRevocation(found.key_id, found.key_name, now, provider=provider, not_after=found.not_after)]
 
     async def _delete_our_secrets(
-        self, meta: dict[str, Any], names: set[str], holds: Callable[[dict[str, str]], bool] = lambda _: True
+        self,
+        meta: dict[str, Any],
+        names: set[str],
+        holds: Callable[[dict[str, str]], bool] = lambda _: True,
+        known: Mapping[str, dict[str, Any] | None] | None = None,
     ) -> None:
-        """Delete each Secret of `names` that this token owns and whose annotations `holds` accepts."""
+        """Delete each Secret of `names` that this token owns and whose annotations `holds` accepts
+        (`known`: Secrets this reconcile has just read, by name)."""
         for name in sorted(names):
-            secret = await self.kube.get_secret(meta["namespace"], name)
+            if known is not None and name in known:
+                secret = known[name]
+            else:
+                secret = await self.kube.get_secret(meta["namespace"], name)
             if secret is None or not is_owned_by(secret, meta["uid"]):
                 continue
             if holds((secret.get("metadata") or {}).get("annotations") or {}):
                 await self.kube.delete_secret(meta["namespace"], name, uid=secret["metadata"]["uid"])
 
-    async def _delete_dead_secret(self, token: dict[str, Any], revoked: list[PendingRevocation]) -> None:
+    async def _delete_dead_secret(
+        self,
+        token: dict[str, Any],
+        revoked: list[PendingRevocation],
+        known: Mapping[str, dict[str, Any] | None] | None = None,
+    ) -> None:
         """A Secret of ours left holding a revoked key is deleted rather than left to mislead: the
         current Secret, and the Secret each key was recorded in (an old name after a rename)."""
         meta = token["metadata"]
@@ -194,7 +207,7 @@ class TokenSteps:
         names = {(token.get("status") or {}).get("secretName") or meta["name"]}
         names.update(entry.secret_name for entry in revoked if entry.secret_name)
         await self._delete_our_secrets(
-            meta, names, lambda annotations: annotations.get(ANNOTATION_KEY_ID_HASH) in hashes
+            meta, names, lambda annotations: annotations.get(ANNOTATION_KEY_ID_HASH) in hashes, known
         )
 
     async def _delete_secret_of_revision(self, token: dict[str, Any], revision: int) -> None:

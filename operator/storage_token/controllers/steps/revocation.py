@@ -38,14 +38,18 @@ class RevocationSteps(TokenSteps):
         if not due:
             return outcome
         remaining = [p for p in status.pending_revocations if p not in due]
-        kept = await self._drop_previous_pairs(token, due)
+        meta = token["metadata"]
+        name = (token.get("status") or {}).get("secretName") or meta["name"]
+        secret = await self.kube.get_secret(meta["namespace"], name)  # one read serves both checks below
+        kept = await self._drop_previous_pairs(token, due, secret)
         if kept:  # the Secret moved under us: revoke once it no longer holds the key
             remaining += [replace(entry, due_at=now + BACKOFF_BASE) for entry in kept]
             due = [entry for entry in due if entry not in kept]
         if due:
             # A Secret of ours still holding one of these keys (a renamed Secret's old copy) goes first,
-            # so no Secret holds a key after its revocation.
-            await self._delete_dead_secret(token, due)
+            # so no Secret holds a key after its revocation. Dropping a previous pair keeps the current
+            # key's annotations, so the Secret as read still says which key it holds.
+            await self._delete_dead_secret(token, due, known={name: secret})
         for entry in due:
             error = await self._revoke(token, entry)
             if error is None:
@@ -72,14 +76,14 @@ class RevocationSteps(TokenSteps):
         return Outcome(wakeup=wakeup, body=written or token)
 
     async def _drop_previous_pairs(
-        self, token: dict[str, Any], due: list[PendingRevocation]
+        self, token: dict[str, Any], due: list[PendingRevocation], secret: dict[str, Any] | None
     ) -> list[PendingRevocation]:
         """Rewrite the Secret without the previous pair of any key about to be revoked; the entries whose
         revocation must wait (the Secret changed since it was read, or could not be written)."""
         meta = token["metadata"]
         name = (token.get("status") or {}).get("secretName") or meta["name"]
         try:
-            written = await drop_previous(self.kube, meta, name, {entry.key_id for entry in due})
+            written = await drop_previous(self.kube, meta, secret, {entry.key_id for entry in due})
         except Conflict:
             return list(due)
         if written:
