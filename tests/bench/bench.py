@@ -46,7 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (
     ASYNC_ERRORS,
+    FAST_LIMIT,
     OPERATOR_RESOURCES,
+    QUIET_BACKGROUND,
     RESULTS,
     Access,
     Api,
@@ -80,10 +82,7 @@ from benchlib import (
 )
 
 NAMESPACE = "bench"
-FAST_LIMIT = {"requestsPerSecond": 1000, "burst": 1000}  # the provider's client-side limit out of the way
 POLICY = {"allowedBuckets": ["demo-b2-*"], "maxDuration": "168h"}
-# The sweep and the provider re-check stay out of the measured phases.
-QUIET_BACKGROUND = {"STO_SWEEP_INTERVAL": "10m", "STO_SWEEP_MIN_AGE": "10m", "STO_PROVIDER_RECHECK_INTERVAL": "30m"}
 
 
 def start_b2(env: Environment) -> Tracker:

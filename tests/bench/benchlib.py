@@ -51,6 +51,15 @@ LABEL_TOKEN = f"{GROUP}/token"
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "APPLY", "DELETECOLLECTION"})
 READ_VERBS = frozenset({"GET", "LIST"})
 OPERATOR_RESOURCES = frozenset({"storagetokens", "secrets", "events", "storageproviders"})
+# The providers' client-side rate limit out of the way of a measurement.
+FAST_LIMIT = {"requestsPerSecond": 1000, "burst": 1000}
+# The sweep and the provider re-check stay out of the measured phases.
+QUIET_BACKGROUND = {"STO_SWEEP_INTERVAL": "10m", "STO_SWEEP_MIN_AGE": "10m", "STO_PROVIDER_RECHECK_INTERVAL": "30m"}
+# A token scope each emulator accepts (its demo bucket, read and list).
+SCOPES = {
+    "b2": {"permissions": ["read", "list"], "buckets": ["demo-b2-data"]},
+    "us3": {"permissions": ["read", "list"], "buckets": ["demo-us3-data"]},
+}
 
 
 def log(message: str) -> None:

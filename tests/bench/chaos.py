@@ -76,6 +76,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (
     API,
     RESULTS,
+    SCOPES,
     Environment,
     MachineLoad,
     Tracker,
@@ -97,13 +98,10 @@ from benchlib import (
 )
 
 import storage_token
+from storage_token.dev.emulators.control import read_state
 from storage_token.dev.sandbox import OperatorProcess
 
 FAST_LIMIT = {"requestsPerSecond": 500, "burst": 500}
-SPECS = {
-    "b2": {"permissions": ["read", "list"], "buckets": ["demo-b2-data"]},
-    "us3": {"permissions": ["read", "list"], "buckets": ["demo-us3-data"]},
-}
 B2_CALLS = ["b2_create_key", "b2_delete_key", "b2_list_keys"]
 US3_CALLS = ["CreateUFileToken", "DeleteUFileToken", "DescribeUFileToken"]
 CLIENT_TIMEOUT = 10.0  # the operator's provider_timeout
@@ -189,13 +187,13 @@ class Ledger(threading.Thread):
 def live_keys(env: Environment) -> dict[str, tuple[str, str]]:
     """key id -> (provider, name) of the live, unexpired keys at both emulators, from their control surface."""
     out: dict[str, tuple[str, str]] = {}
-    b2 = httpx.get(f"{env.emulators.b2.url}/_emulator/state", timeout=30).json()
+    b2 = read_state(env.emulators.b2.url, timeout=30)
     now = b2["now"]
     for key in b2["keys"]:
         expires = key.get("expirationTimestamp")
         if expires is None or expires / 1000 > now:
             out[key["applicationKeyId"]] = ("b2", key["keyName"])
-    us3 = httpx.get(f"{env.emulators.us3.url}/_emulator/state", timeout=30).json()
+    us3 = read_state(env.emulators.us3.url, timeout=30)
     for token in us3["tokens"]:
         if not token["Expired"]:
             out[token["TokenId"]] = ("us3", token["TokenName"])
@@ -307,7 +305,7 @@ def token_bodies(space: Space, args: argparse.Namespace) -> list[dict[str, Any]]
     bodies = []
     for index, name in enumerate(space.names):
         kind = "us3" if index % 2 else "b2"
-        bodies.append(token_body(name, kind, **SPECS[kind], **spec))
+        bodies.append(token_body(name, kind, **SCOPES[kind], **spec))
     return bodies
 
 

@@ -49,8 +49,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import (
+    FAST_LIMIT,
+    QUIET_BACKGROUND,
     REPO,
     RESULTS,
+    SCOPES,
     Environment,
     MachineLoad,
     ProcessSampler,
@@ -83,12 +86,6 @@ import storage_token
 from storage_token.api.durations import parse_duration
 
 NAMESPACE = "bench"
-FAST_LIMIT = {"requestsPerSecond": 1000, "burst": 1000}  # the providers' client-side limit out of the way
-QUIET_BACKGROUND = {"STO_SWEEP_INTERVAL": "10m", "STO_SWEEP_MIN_AGE": "10m", "STO_PROVIDER_RECHECK_INTERVAL": "30m"}
-SCOPE = {
-    "b2": {"permissions": ["read", "list"], "buckets": ["demo-b2-data"]},
-    "us3": {"permissions": ["read", "list"], "buckets": ["demo-us3-data"]},
-}
 RENEW = "storagetoken.dev/renew"
 RESTARTED_AT = "storagetoken.dev/restartedAt"
 REVISION = "deployment.kubernetes.io/revision"
@@ -558,7 +555,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for i, name in enumerate(names):
             kind = providers[i % len(providers)]
             spec = {
-                **SCOPE[kind],
+                **SCOPES[kind],
                 "duration": "24h",
                 "revokeGracePeriod": args.grace,
                 "maxRevokeDelay": args.max_revoke_delay,

@@ -16,7 +16,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from storage_token.dev.cluster.controlplane import ClusterAccess
-from storage_token.dev.emulators.control import CONTROL_PREFIX, ControlledEmulator
+from storage_token.dev.emulators.control import CONTROL_PREFIX, ControlledEmulator, read_state
 from storage_token.dev.sandbox import OperatorProcess
 
 T = TypeVar("T")
@@ -236,9 +236,7 @@ def metrics_text(operator: OperatorProcess) -> str:
 # -- the provider emulators, read and changed only through their control surface ------------------
 def emulator_state(emulator: ControlledEmulator) -> dict[str, Any]:
     """`GET /_emulator/state`: the emulator's keys (never their secrets), clock and counters."""
-    with urllib.request.urlopen(f"{emulator.url}{CONTROL_PREFIX}state", timeout=5) as response:
-        state: dict[str, Any] = json.loads(response.read())
-        return state
+    return read_state(emulator.url)
 
 
 def live_keys_named(emulator: ControlledEmulator, prefix: str) -> dict[str, str]:

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -36,6 +35,7 @@ from storage_token.api.token import SecretSpec
 from storage_token.controllers.gather import RENEW_ANNOTATION, spec_hash
 from storage_token.controllers.secret_writer import build_secret
 from storage_token.dev.cluster.controlplane import ClusterAccess, LocalControlPlane
+from storage_token.dev.emulators.control import read_state
 from storage_token.dev.sandbox import Emulators
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,8 +200,7 @@ def provider_calls(emulators: Emulators) -> int:
     """API calls both emulators have counted (their control surface's own requests left out)."""
     total = 0
     for url in (emulators.b2.url, emulators.us3.url):
-        with urllib.request.urlopen(f"{url}/_emulator/state", timeout=5) as response:
-            state = json.load(response)
+        state = read_state(url)
         total += sum(c["count"] for c in state["counters"] if not c["call"].startswith("_emulator"))
     return total
 

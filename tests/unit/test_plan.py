@@ -6,9 +6,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from builders import OPEN_CEILING, PROVIDER
 
 from storage_token.api.naming import install_digest, key_name
-from storage_token.api.provider import Ceiling, ProviderSpec
 from storage_token.api.token import (
     Intent,
     PendingRevocation,
@@ -27,22 +27,6 @@ from storage_token.policy.schedule import renewal_time
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 DIGEST = install_digest("prod", "storage-token-system")
 UID = "1234abcd-0000-0000-0000-000000000000"
-OPEN = Ceiling(
-    allowed_buckets=("*",),
-    max_duration=timedelta(days=1000),
-    min_duration=timedelta(0),
-    min_renewal_interval=timedelta(0),
-    max_revoke_grace_period=timedelta(days=7),
-)
-PROVIDER = ProviderSpec(
-    kind="StorageProvider",
-    name="b2",
-    namespace="team-a",
-    type="b2",
-    endpoint="http://x",
-    credentials_secret="creds",
-    ceiling=OPEN,
-)
 SPEC = TokenSpec(
     provider_ref=ProviderRef("StorageProvider", "b2"),
     permissions=("read", "list"),
@@ -78,7 +62,7 @@ HEALTHY = PolicyInput(
 
 
 def narrowed(**ceiling: object) -> ProviderState:
-    return ProviderState(spec=replace(PROVIDER, ceiling=replace(OPEN, **ceiling)), ready=True)
+    return ProviderState(spec=replace(PROVIDER, ceiling=replace(OPEN_CEILING, **ceiling)), ready=True)
 
 
 def test_a_healthy_token_has_nothing_to_do_and_keeps_its_schedule() -> None:

@@ -6,14 +6,12 @@ end-to-end tests, so both exercise the same wiring.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,7 @@ from storage_token.api.naming import key_prefix
 from storage_token.api.token import API_GROUP, API_VERSION
 from storage_token.dev.emulators.b2 import B2Emulator
 from storage_token.dev.emulators.clock import Clock
-from storage_token.dev.emulators.control import CONTROL_PREFIX
+from storage_token.dev.emulators.control import read_state
 from storage_token.dev.emulators.us3 import US3Emulator
 from storage_token.runtime.settings import Settings
 
@@ -102,8 +100,7 @@ class Emulators:
         """Ids of the keys that exist and have not expired at emulator `kind`, read as a test would:
         through its control surface (`GET /_emulator/state`), not its store."""
         emulator = self.us3 if kind == "us3" else self.b2
-        with urllib.request.urlopen(f"{emulator.url}{CONTROL_PREFIX}state", timeout=5) as response:
-            state = json.loads(response.read())
+        state = read_state(emulator.url)
         if kind == "us3":
             return {t["TokenId"] for t in state["tokens"] if not t["Expired"]}
         return {k["applicationKeyId"] for k in state["keys"]}  # B2 forgets expired keys; the master is not listed

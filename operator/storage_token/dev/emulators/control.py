@@ -21,6 +21,7 @@ import json
 from dataclasses import fields
 from typing import Any
 from urllib.parse import parse_qsl
+from urllib.request import urlopen
 
 from storage_token.dev.emulators.faults import Fault, FaultInjector
 from storage_token.dev.emulators.server import EmulatorServer, Request, Response
@@ -36,6 +37,13 @@ class ApiFaults(FaultInjector):
 
     def draw(self, call: str) -> list[Fault]:
         return [] if call.startswith(CONTROL_CALL) else super().draw(call)
+
+
+def read_state(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    """`GET /_emulator/state` of the emulator at `url`, as a test reads it: keys (never secrets), clock, counters."""
+    with urlopen(f"{url.rstrip('/')}{CONTROL_PREFIX}state", timeout=timeout) as response:
+        state: dict[str, Any] = json.loads(response.read())
+    return state
 
 
 def fault_from_json(body: dict[str, Any]) -> Fault:
