@@ -693,7 +693,7 @@ class Environment:
     def start_operator(self) -> OperatorProcess:
         if self.operator is None:
             self.metrics_port = free_port()
-            args = ["--log-level=INFO"]
+            args = [f"--log-level={os.environ.get('STO_BENCH_LOG_LEVEL', 'INFO')}"]  # DEBUG to trace one token
             if self.workers:
                 args.append(f"--workers={self.workers}")
             self.operator = OperatorProcess(
@@ -808,6 +808,23 @@ class MachineLoad(threading.Thread):
         self.ours = 0.0
         self.started = time.monotonic()
         self._last: dict[int, float] = {}
+        self.by_role: dict[str, float] = {}  # CPU seconds of the tree's processes, by what they are
+        self._roles: dict[int, str] = {}
+
+    def _role(self, process: psutil.Process, me: int) -> str:
+        """etcd, kube-apiserver, kube-controller-manager, operator, or bench (this process: the client,
+        the watches and the in-process provider emulators)."""
+        if process.pid == me:
+            return "bench"
+        try:
+            name, argv = str(process.name()), " ".join(process.cmdline())
+        except psutil.Error:
+            return "other"
+        if name in ("etcd", "kube-apiserver", "kube-controller-manager"):
+            return name
+        if "storage_token" in argv or "storage-token" in argv:
+            return "operator"  # with its render workers
+        return self._roles.get(process.ppid(), "other")
 
     def _sample(self) -> None:
         me = psutil.Process()
@@ -822,6 +839,8 @@ class MachineLoad(threading.Thread):
             delta = used - self._last.get(process.pid, used)
             if process.pid in tree:
                 self.ours += delta
+                role = self._roles.get(process.pid) or self._roles.setdefault(process.pid, self._role(process, me.pid))
+                self.by_role[role] = self.by_role.get(role, 0.0) + delta
             else:
                 self.foreign += delta
         self._last = current
@@ -832,7 +851,7 @@ class MachineLoad(threading.Thread):
             with contextlib.suppress(psutil.Error):
                 self._sample()
 
-    def finish(self) -> dict[str, float]:
+    def finish(self) -> dict[str, Any]:
         self._halt.set()
         self.join()
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -840,6 +859,7 @@ class MachineLoad(threading.Thread):
             "other_processes_cpu_cores": self.foreign / elapsed,
             "benchmark_tree_cpu_cores": self.ours / elapsed,
             "loadavg_1m_end": os.getloadavg()[0],
+            "cpu_cores_by_role": {role: used / elapsed for role, used in sorted(self.by_role.items())},
         }
 
 

@@ -36,6 +36,7 @@ from storage_token.dev.emulators.b2 import B2Emulator
 from storage_token.dev.emulators.control import CONTROL_PREFIX
 from storage_token.dev.emulators.us3 import US3Emulator
 from storage_token.kube.api import Conflict
+from storage_token.process.handlers import WORKLOAD_PLURALS, slim_workload
 from storage_token.runtime.settings import Settings
 
 START = datetime(2030, 1, 1, tzinfo=UTC)  # whole seconds: status keeps whole seconds
@@ -213,6 +214,8 @@ class Operator:
         elif kind == "Secret":
             # kopf hands the operator metadata only (handlers._metadata_only).
             self.manager.on_secret_event(event_type, {k: v for k, v in body.items() if k not in ("data", "stringData")})
+        elif kind in WORKLOAD_PLURALS:
+            self.manager.on_workload_event(str(kind), slim_workload(body), event_type)
 
     async def _get(self, spec: Any) -> Any:
         handle = await self._pool_get(spec)

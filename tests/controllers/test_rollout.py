@@ -443,3 +443,85 @@ async def test_a_restart_racing_another_token_s_restart_is_not_repeated(harness:
     assert after is not None and raced == ["web"]
     assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1, "restarted twice"
     assert states(h) == {"web": "Rolling"}  # the other restart covers this token's Secret write
+
+
+async def test_the_last_switch_and_the_revocation_it_releases_are_one_read_and_one_write(
+    harness: Harness, provider_type: str
+) -> None:
+    h = harness
+    h.kube.create_namespace(NS)
+    h.kube.create(consumer("web"))
+    provider = await h.create_provider(provider_type)
+    old = await rotate(h, provider, ["web"])
+    await h.run_until(h.now + GRACE + timedelta(minutes=1))  # restarted, rolling, past the floor
+    assert states(h) == {"web": "Rolling"}
+    finish_rollout(h, "web")
+    mark = len(h.kube.calls)
+    await h.operator.tokens.reconcile(h.token(NS, NAME))  # the one the workload event queues
+
+    assert old not in h.live_key_ids(provider_type)
+    writes = [c.method for c in h.kube.calls[mark:] if c.method in ("patch_status", "create_event")]
+    assert writes == ["patch_status", "create_event"], writes  # the event follows the one write
+    reads = [c.method for c in h.kube.calls[mark:] if c.method.startswith("get_")]
+    assert reads.count("get_secret") == 1, reads  # the reconcile's one read serves the revocation too
+    status = h.status(NS, NAME)
+    assert status["pendingRevocations"] == [] and status["rollout"]["completedAt"]
+    assert h.condition(NS, NAME, "ConsumersUpdated")["reason"] == "AllConsumersSwitched"
+    h.check_invariants()
+
+
+async def test_a_crash_between_the_revocation_and_its_write_converges(harness: Harness, provider_type: str) -> None:
+    h = harness
+    h.kube.create_namespace(NS)
+    h.kube.create(consumer("web"))
+    provider = await h.create_provider(provider_type)
+    old = await rotate(h, provider, ["web"])
+    await h.run_until(h.now + GRACE + timedelta(minutes=1))
+    finish_rollout(h, "web")
+    h.kube.fail_next(
+        "patch_status", Crash("after-revoke"), when=lambda a: "rollout" in (a["patch"].get("status") or {})
+    )
+    crash = await h.reconcile_until_crash(NS, NAME)
+
+    # The key is gone at the provider, status still names it: no Secret holds it, and the next process
+    # finds the rollout finished again and confirms the revocation (the provider says it is gone).
+    assert str(crash) == "after-revoke" and old not in h.live_key_ids(provider_type)
+    assert [p["keyId"] for p in h.status(NS, NAME)["pendingRevocations"]] == [old]
+    h.check_invariants()
+    await h.restart()
+    await h.reconcile_all()
+    assert h.status(NS, NAME)["pendingRevocations"] == []
+    assert h.condition(NS, NAME, "ConsumersUpdated")["reason"] == "AllConsumersSwitched"
+    assert sum(1 for r, _ in h.kube.events_for(NAME, NS) if r == "ConsumersSwitched") == 1
+    h.check_invariants()
+
+
+async def test_a_rollout_the_watch_showed_finished_needs_no_read_and_anything_else_is_read_fresh(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.kube.create_namespace(NS)
+    for workload in ("web", "worker"):
+        h.kube.create(consumer(workload))
+    provider = await h.create_provider("b2")
+    old = await rotate(h, provider, ["web", "worker"])
+    await h.run_until(h.now + GRACE + timedelta(minutes=1))
+    assert states(h) == {"web": "Rolling", "worker": "Rolling"}
+
+    def reads(since: int) -> list[str]:
+        return [c.args["name"] for c in h.kube.calls[since:] if c.method == "get_workload"]
+
+    finish_rollout(h, "web")  # its watch event carries the finished rollout
+    mark = len(h.kube.calls)
+    await h.reconcile_token(NS, NAME)
+    assert states(h)["web"] == "Adopted" and set(reads(mark)) == {"worker"}
+
+    # A watched body that is behind (still rolling) is never taken for the answer: the workload is read.
+    finish_rollout(h, "worker")
+    watched = h.operator.manager.shared.workloads
+    stale = dict(watched[("Deployment", NS, "worker")], status={"observedGeneration": 1})
+    watched[("Deployment", NS, "worker")] = stale
+    mark = len(h.kube.calls)
+    await h.reconcile_token(NS, NAME)
+    assert set(reads(mark)) == {"worker"} and old not in h.live_key_ids("b2")
+    h.check_invariants()

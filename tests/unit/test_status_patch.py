@@ -104,3 +104,21 @@ def test_a_written_status_reads_back_as_written() -> None:
     )
     assert "awaitingRollout" not in written["pendingRevocations"][0]  # only while one waits for a rollout
     assert written["pendingRevocations"][1]["awaitingRollout"] == 4
+
+
+def test_a_later_patch_wins_field_by_field_and_leaves_the_rest() -> None:
+    first = StatusPatch(revision=2, key_name="k2", pending_revocations=[])
+    later = StatusPatch(revision=3, key_id=None)
+    merged = first.then(later)
+    assert merged.to_status() == {"revision": 3, "keyName": "k2", "keyId": None, "pendingRevocations": []}
+    assert first.then(StatusPatch()).to_status() == first.to_status()
+
+
+def test_applied_to_is_what_the_merge_patch_would_leave() -> None:
+    before = {"keyId": "a", "keyName": "k1", "rollout": {"revision": 1, "completedAt": "x"}, "revision": 1}
+    patch = StatusPatch(key_id=None, revision=2, rollout=Intent("k2", 2, NOW, spec_hash="h"))
+    after = patch.applied_to(before)
+    # None removes, scalars replace, objects merge key by key (RFC 7386), the input stays as it was
+    assert "keyId" not in after and after["revision"] == 2 and after["keyName"] == "k1"
+    assert after["rollout"]["completedAt"] == "x" and after["rollout"]["keyName"] == "k2"
+    assert before["keyId"] == "a" and "keyName" not in before["rollout"]

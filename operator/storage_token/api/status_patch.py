@@ -103,6 +103,26 @@ class StatusPatch:
     def to_status(self) -> dict[str, Any]:
         return encode_fields(self)
 
+    def then(self, later: StatusPatch) -> StatusPatch:
+        """One write of both: every field `later` sets wins over this one's."""
+        merged = {f.name: getattr(self, f.name) for f in fields(self)}
+        merged.update({f.name: getattr(later, f.name) for f in fields(later) if getattr(later, f.name) is not UNSET})
+        return StatusPatch(**merged)
+
+    def applied_to(self, status: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The status this write would leave (RFC 7386 merge patch), to act on before it is written."""
+        return _merged(status or {}, self.to_status())
+
+
+def _merged(target: object, patch: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merged(result.get(key), value) if isinstance(value, Mapping) else value
+    return result
+
 
 @dataclass
 class ProviderStatusPatch:

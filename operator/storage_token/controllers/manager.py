@@ -66,6 +66,10 @@ class Manager:
         self.sweeper = Sweeper(settings)
         self.token_cache: dict[TokenKey, dict[str, Any]] = {}
         self._secret_of: dict[TokenKey, tuple[str, str]] = {}
+        # Events that reached a token while it was being reconciled, judged when the reconcile ends: most
+        # are the echo of its own writes, whose responses had not arrived yet (see `_queue_token`).
+        self._rechecks: dict[TokenKey, list[Callable[[], bool]]] = {}
+        self._written: dict[TokenKey, int] = {}  # resourceVersion of the last token write of ours
         self._tokens_by_secret: dict[tuple[str, str], set[str]] = {}
         self.provider_cache = self.shared.providers
         # Namespaces take turns for workers (and for each provider's request budget, see `_reconcile_token`);
@@ -117,13 +121,32 @@ class Manager:
 
     def _remember_token(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
-        self._remember(self.token_cache, (meta["namespace"], meta["name"]), cached_token(body))
+        key = (meta["namespace"], meta["name"])
+        self._written[key] = max(self._written.get(key, 0), _resource_version(body))
+        self._remember(self.token_cache, key, cached_token(body))
+
+    def _queue_token(
+        self, key: TokenKey, still_news: Callable[[], bool] | None = None, due: float | None = None
+    ) -> None:
+        """Queue a token for an event. One arriving while the token is being reconciled is judged when that
+        reconcile ends (`still_news`): the watch often delivers a write before its own response does, and
+        queuing that echo cost a whole reconcile (a Secret read, a render) per write."""
+        if still_news is not None and self.token_queue.is_processing(key):
+            self._rechecks.setdefault(key, []).append(still_news)
+            return
+        self.token_queue.add(key, due)
+
+    def _recheck(self, key: TokenKey) -> None:
+        """After a reconcile: queue it again only for what it did not write or see itself."""
+        if any(still_news() for still_news in self._rechecks.pop(key, ())):
+            self.token_queue.add(key)
 
     def on_token_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         if event_type == "DELETED":
             self.token_cache.pop(key, None)
+            self._written.pop(key, None)
             self.token_queue.forget(key)
             self._index_secret_name(key, None)
             metrics.forget_token(*key)
@@ -139,7 +162,12 @@ class Manager:
         self._remember(self.token_cache, key, cached_token(body))
         # Overdue work (e.g. a revocation that came due while no operator ran) goes ahead of the rest.
         earliest = TokenStatus.parse(body.get("status")).earliest_due()
-        self.token_queue.add(key, min(earliest.timestamp(), self.token_queue.wall_clock()) if earliest else None)
+        version = _resource_version(body)
+        self._queue_token(
+            key,
+            lambda: version > self._written.get(key, 0),  # newer than our own last write: someone else's
+            min(earliest.timestamp(), self.token_queue.wall_clock()) if earliest else None,
+        )
 
     def on_provider_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -166,11 +194,16 @@ class Manager:
         meta = body["metadata"]
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
         token = (meta.get("labels") or {}).get(LABEL_TOKEN)
-        own_write = self.shared.own_secret_writes.get((namespace, name)) == meta.get("resourceVersion")
+        version = meta.get("resourceVersion")
+        own_write = self.shared.own_secret_writes.get((namespace, name)) == version
         if event_type == "DELETED":
             self.shared.own_secret_writes.pop((namespace, name), None)
         if token and not own_write:
-            self.token_queue.add((namespace, token))
+            secret = (namespace, name)
+            deleted = event_type == "DELETED"
+            self._queue_token(
+                (namespace, token), lambda: deleted or self.shared.own_secret_writes.get(secret) != version
+            )
         if not token:
             self.pool.invalidate(namespace, name)
             for key, provider in list(self.provider_cache.items()):
@@ -182,14 +215,29 @@ class Manager:
             if token_name != token:
                 self.token_queue.add((namespace, token_name))
 
-    def on_workload_event(self, kind: str, body: dict[str, Any]) -> None:
+    def on_workload_event(self, kind: str, body: dict[str, Any], event_type: str | None = None) -> None:
         """A Deployment, StatefulSet or DaemonSet changed: queue the tokens whose rollout follows it."""
         meta = body.get("metadata") or {}
-        namespace, name = meta.get("namespace"), meta.get("name")
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        if event_type == "DELETED":
+            self.shared.workloads.pop((kind, namespace, name), None)
         restarted = last_restart(body)
         for key, token in list(self.token_cache.items()):
-            if key[0] == namespace and workload_event_moves(token.get("status"), kind, name or "", body, restarted):
-                self.token_queue.add(key)
+            if key[0] == namespace and workload_event_moves(token.get("status"), kind, name, body, restarted):
+                self._queue_token(key, self._still_moves(key, kind, name, body, restarted))
+                if event_type != "DELETED":
+                    self.shared.workloads[(kind, namespace, name)] = body  # what those reconciles will read
+
+    def _still_moves(
+        self, key: TokenKey, kind: str, name: str, body: dict[str, Any], restarted: datetime | None
+    ) -> Callable[[], bool]:
+        """Whether the workload event still moves the token once its reconcile in flight is done."""
+
+        def check() -> bool:
+            token = self.token_cache.get(key)
+            return token is not None and workload_event_moves(token.get("status"), kind, name, body, restarted)
+
+        return check
 
     def credentials_secrets(self) -> set[tuple[str, str]]:
         """(namespace, name) of every credentials Secret a known provider names: the Secrets to watch."""
@@ -243,6 +291,12 @@ class Manager:
         return min(present) if present else None
 
     async def _reconcile_token(self, key: TokenKey) -> datetime | None:
+        try:
+            return await self._reconcile_token_once(key)
+        finally:
+            self._recheck(key)
+
+    async def _reconcile_token_once(self, key: TokenKey) -> datetime | None:
         body = self.token_cache.get(key)
         if body is None:
             return None

@@ -18,6 +18,7 @@ from storage_token.controllers.steps.base import (
     KIND,
     RENDER_RETRY,
     Outcome,
+    SecretRead,
     error_reason,
     where,
 )
@@ -42,10 +43,10 @@ log = logging.getLogger(__name__)
 class TokenController(IssuingSteps, SecretMetadataSteps, ReadinessSteps, RevocationSteps, DeletionSteps):
     """One reconcile: deletion, or the finalizer, then gather -> decide -> the step that applies."""
 
-    async def _follow_up(self, token: dict[str, Any], outcome: Outcome) -> Outcome:
+    async def _follow_up(self, token: dict[str, Any], outcome: Outcome, read: SecretRead | None = None) -> Outcome:
         """After every step: a rotation's rollout moves on (and may release the old key), then due keys go."""
         outcome = await self._advance_rollout(token, outcome)
-        return await self._revoke_due(outcome.body or token, outcome)
+        return await self._revoke_due(outcome.body or token, outcome, read)
 
     async def reconcile(self, token: dict[str, Any]) -> Outcome:
         meta = token["metadata"]
@@ -82,6 +83,7 @@ class TokenController(IssuingSteps, SecretMetadataSteps, ReadinessSteps, Revocat
             return await self._follow_up(token, Outcome(wakeup=now + RENDER_RETRY, body=token))
         key_live = False if status.key_id and status.key_id in self.shared.missing_keys else None
         value, secret = await gather(self.kube, self.settings, token, spec, now, key_live, self.shared.providers)
+        read = self._secret_read(meta["namespace"], spec.secret.name, secret)
         decision = decide(value)
         if decision.blocked is not None:
             outcome = await self._blocked(token, status, decision.blocked, now)
@@ -111,4 +113,4 @@ class TokenController(IssuingSteps, SecretMetadataSteps, ReadinessSteps, Revocat
         else:
             token = await self._sync_secret_metadata(token, value, secret)
             outcome = await self._steady(token, value)
-        return await self._follow_up(outcome.body or token, outcome)
+        return await self._follow_up(outcome.body or token, outcome, read)

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -170,27 +171,36 @@ def _with_kind(body: kopf.Body, kind: str) -> dict[str, Any]:
 WORKLOAD_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 
 
+def slim_workload(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What deciding "does this event move a waiting target on" needs: counts, generations and our restart
+    annotation. No pod template (env values, images) leaves here."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    template = (spec.get("template") or {}).get("metadata") or {}
+    restarted = (template.get("annotations") or {}).get(RESTART_ANNOTATION)
+    return {
+        "metadata": {k: meta.get(k) for k in ("namespace", "name", "generation")},
+        "spec": {
+            "replicas": spec.get("replicas"),
+            "template": {"metadata": {"annotations": {RESTART_ANNOTATION: restarted}}},
+        },
+        "status": dict(body.get("status") or {}),
+    }
+
+
 def watch_workloads() -> None:
     """Register watches of the restartable workloads (called before kopf starts, when RBAC allows it):
     a rollout's progress then reaches the tokens whose old key waits for it at once."""
     for kind, plural in WORKLOAD_PLURALS.items():
         # The kind is bound as a default: a closure would see the loop's last kind.
-        async def workload_event(memo: kopf.Memo, body: kopf.Body, workload_kind: str = kind, **_: Any) -> None:
+        async def workload_event(
+            memo: kopf.Memo,
+            body: kopf.Body,
+            type: str | None,  # noqa: A002 - kopf's keyword
+            workload_kind: str = kind,
+            **_: Any,
+        ) -> None:
             """A workload changed: queue the tokens whose rollout follows it (no pod template leaves here)."""
-            meta = body.get("metadata") or {}
-            spec = body.get("spec") or {}
-            template = (spec.get("template") or {}).get("metadata") or {}
-            restarted = (template.get("annotations") or {}).get(RESTART_ANNOTATION)
-            # What deciding "does this event move a waiting target on" needs: counts, generations and our
-            # restart annotation; still no pod template (env values, images) leaves here.
-            slim = {
-                "metadata": {k: meta.get(k) for k in ("namespace", "name", "generation")},
-                "spec": {
-                    "replicas": spec.get("replicas"),
-                    "template": {"metadata": {"annotations": {RESTART_ANNOTATION: restarted}}},
-                },
-                "status": dict(body.get("status") or {}),
-            }
-            memo["manager"].on_workload_event(workload_kind, slim)
+            memo["manager"].on_workload_event(workload_kind, slim_workload(body), type)
 
         kopf.on.event("apps", "v1", plural, id=f"{plural}-rollout")(workload_event)

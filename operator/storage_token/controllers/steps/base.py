@@ -4,7 +4,7 @@ that issued a key, single revocations, and the clean-up of Secrets that hold a d
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,11 +69,33 @@ def error_reason(error: ProviderError) -> str:
 
 
 @dataclass
+class Unwritten:
+    """A status change one step made and left to the next step to write together with its own: one
+    write instead of two (a finished rollout and the revocation it releases)."""
+
+    patch: StatusPatch
+    base: dict[str, Any]  # the body as read: the write is conditional on its version
+    after: Callable[[], Awaitable[None]] | None = None  # what follows a successful write (its event)
+
+
+@dataclass(frozen=True)
+class SecretRead:
+    """The token's Secret as this reconcile read it: until we write or delete it, the read still stands
+    and a later step needs no read of its own."""
+
+    name: str
+    body: dict[str, Any] | None
+    touches: int  # SharedState.secret_touches when it was read
+
+
+@dataclass
 class Outcome:
-    """What a reconcile leaves behind: when to look again, and the latest body it wrote."""
+    """What a reconcile leaves behind: when to look again, and the latest body it wrote (or, with
+    `unwritten`, the body as that change would leave it, for the next step to act on)."""
 
     wakeup: datetime | None = None
     body: dict[str, Any] | None = None
+    unwritten: Unwritten | None = None
 
 
 class TokenSteps:
@@ -108,6 +130,26 @@ class TokenSteps:
             return None
         if written is not None:
             self.shared.on_written(written)
+        return written
+
+    def _secret_read(self, namespace: str, name: str, body: dict[str, Any] | None) -> SecretRead:
+        return SecretRead(name, body, self.shared.secret_touches.get((namespace, name), 0))
+
+    async def _current_secret(self, namespace: str, name: str, read: SecretRead | None) -> dict[str, Any] | None:
+        """The Secret: as read earlier in this reconcile if nothing of ours wrote it since, else read now."""
+        if (
+            read is not None
+            and read.name == name
+            and self.shared.secret_touches.get((namespace, name), 0) == read.touches
+        ):
+            return read.body
+        return await self.kube.get_secret(namespace, name)
+
+    async def _write_unwritten(self, unwritten: Unwritten, patch: StatusPatch) -> dict[str, Any] | None:
+        """The change left by an earlier step and this step's `patch`, in one write."""
+        written = await self._patch_status(unwritten.base, unwritten.patch.then(patch))
+        if written is not None and unwritten.after is not None:
+            await unwritten.after()
         return written
 
     async def _handle_for(self, token: dict[str, Any], provider: str) -> ProviderHandle | None:
@@ -192,6 +234,7 @@ class TokenSteps:
             if secret is None or not is_owned_by(secret, meta["uid"]):
                 continue
             if holds((secret.get("metadata") or {}).get("annotations") or {}):
+                self.shared.touch_secret(meta["namespace"], name)
                 await self.kube.delete_secret(meta["namespace"], name, uid=secret["metadata"]["uid"])
 
     async def _delete_dead_secret(

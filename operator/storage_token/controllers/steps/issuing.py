@@ -167,6 +167,7 @@ class IssuingSteps(RecordingSteps, FailureSteps):
         previous = carry_previous(secret, spec.secret, meta["uid"], status.key_id, alive)  # secret.keepPrevious
         body = build_secret(token, spec.secret, data, issued.key_id, revision, expires, previous)
         del data, material
+        self.shared.touch_secret(meta["namespace"], spec.secret.name)
         try:
             self.shared.own_secret_writes[(meta["namespace"], spec.secret.name)] = await write_secret(
                 self.kube, body, secret

@@ -17,6 +17,7 @@ from storage_token.controllers.secret_writer import drop_previous
 from storage_token.controllers.steps.base import (
     KIND,
     Outcome,
+    SecretRead,
     TokenSteps,
 )
 from storage_token.kube.api import Conflict
@@ -31,16 +32,22 @@ log = logging.getLogger(__name__)
 
 
 class RevocationSteps(TokenSteps):
-    async def _revoke_due(self, token: dict[str, Any], outcome: Outcome) -> Outcome:
+    async def _revoke_due(self, token: dict[str, Any], outcome: Outcome, read: SecretRead | None = None) -> Outcome:
+        """Revoke what is due; an earlier step's unwritten change (a finished rollout) goes in the same write."""
         status = TokenStatus.parse(token.get("status"))
         now = self.clock()
         due = due_revocations(status.pending_revocations, now)
+        carried = outcome.unwritten
         if not due:
-            return outcome
+            if carried is None:
+                return outcome
+            written = await self._write_unwritten(carried, StatusPatch())
+            # On a conflict a newer version came meanwhile: its reconcile goes on.
+            return Outcome(wakeup=outcome.wakeup if written else now, body=written or carried.base)
         remaining = [p for p in status.pending_revocations if p not in due]
         meta = token["metadata"]
         name = (token.get("status") or {}).get("secretName") or meta["name"]
-        secret = await self.kube.get_secret(meta["namespace"], name)  # one read serves both checks below
+        secret = await self._current_secret(meta["namespace"], name, read)  # one read serves both checks below
         kept = await self._drop_previous_pairs(token, due, secret)
         if kept:  # the Secret moved under us: revoke once it no longer holds the key
             remaining += [replace(entry, due_at=now + BACKOFF_BASE) for entry in kept]
@@ -69,11 +76,15 @@ class RevocationSteps(TokenSteps):
         forced = [entry for entry in revoked if entry.awaiting_rollout]
         if forced:
             patch.conditions = await self._forced(token, forced)
-        written = await self._patch_status(token, patch)
+        if carried is not None:
+            written = await self._write_unwritten(carried, patch)
+        else:
+            written = await self._patch_status(token, patch)
         wakeup = outcome.wakeup
         for entry in remaining:
             wakeup = entry.due_at if wakeup is None else min(wakeup, entry.due_at)
-        return Outcome(wakeup=wakeup, body=written or token)
+        # Never the preview of an unwritten change: the cache holds only what the API server has.
+        return Outcome(wakeup=wakeup, body=written or (carried.base if carried else token))
 
     async def _drop_previous_pairs(
         self, token: dict[str, Any], due: list[PendingRevocation], secret: dict[str, Any] | None
@@ -82,6 +93,7 @@ class RevocationSteps(TokenSteps):
         revocation must wait (the Secret changed since it was read, or could not be written)."""
         meta = token["metadata"]
         name = (token.get("status") or {}).get("secretName") or meta["name"]
+        self.shared.touch_secret(meta["namespace"], name)
         try:
             written = await drop_previous(self.kube, meta, secret, {entry.key_id for entry in due})
         except Conflict:

@@ -16,7 +16,7 @@ from storage_token.api.conditions import condition, set_condition
 from storage_token.api.status_patch import StatusPatch
 from storage_token.api.times import format_time
 from storage_token.api.token import TokenStatus
-from storage_token.controllers.steps.base import KIND, Outcome
+from storage_token.controllers.steps.base import KIND, Outcome, Unwritten
 from storage_token.controllers.steps.restarts import RestartSteps
 from storage_token.kube.api import ApiError
 from storage_token.policy.rollout import (
@@ -76,13 +76,15 @@ class RolloutSteps(RestartSteps):
             generation = int(token["metadata"].get("generation") or 0)
             conditions = raw_status.get("conditions") or []
             patch.conditions = set_condition(conditions, CONDITION, state, reason, message, now, generation)
-        written = await self._patch_status(token, patch) if patch else None
-        if patch and written is None:
-            return Outcome(wakeup=now, body=token)  # a newer version came meanwhile: its reconcile goes on
-        if just_done:
-            await self._announce(token, updated, pending, status)
         wakeups += [p.due_at for p in pending]
-        return Outcome(wakeup=max(min(wakeups), now) if wakeups else None, body=written or token)
+        wakeup = max(min(wakeups), now) if wakeups else None
+        if not patch:
+            return Outcome(wakeup=wakeup, body=token)
+        # The revocation step writes this with its own: the key the last switch released goes in the same
+        # write, one PATCH per adoption instead of two. The event follows the write.
+        after = (lambda: self._announce(token, updated, pending, status)) if just_done else None
+        preview = {**token, "status": patch.applied_to(raw_status)}
+        return Outcome(wakeup=wakeup, body=preview, unwritten=Unwritten(patch, token, after))
 
     async def _follow(
         self, token: dict[str, Any], secret_name: str, rollout: Rollout, target: TargetState, now: datetime
@@ -92,6 +94,11 @@ class RolloutSteps(RestartSteps):
         if target.state != ROLLING:
             return target, None
         meta = token["metadata"]
+        watched = self.shared.workloads.get((target.kind, meta["namespace"], target.name))
+        if watched is not None:  # the watch showed it rolled out: one GET fewer per adoption
+            switched, message = workload_progress(target.kind, watched, target.generation)
+            if switched:
+                return replace(target, state=ADOPTED, message=message), None
         try:
             workload = await self.kube.get_workload(target.kind, meta["namespace"], target.name)
         except (ApiError, OSError) as error:

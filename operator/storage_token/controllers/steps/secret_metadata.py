@@ -45,6 +45,7 @@ class SecretMetadataSteps(TokenSteps):
             if kept in annotations:
                 wanted["annotations"][kept] = annotations[kept]
         if wanted["labels"] != (meta.get("labels") or {}) or wanted["annotations"] != annotations:
+            self.shared.touch_secret(token["metadata"]["namespace"], value.spec.secret.name)
             try:
                 written = await write_secret(self.kube, body, secret)
             except Conflict:
