@@ -57,7 +57,9 @@ from benchlib import (
     ProcessSampler,
     Profiler,
     Tracker,
+    Watch,
     counts_delta,
+    cpu_ms_per_token,
     create_many,
     emulator_counts,
     git_revision,
@@ -221,6 +223,7 @@ def burst(env: Environment, tracker: Tracker, n: int, profile: bool) -> dict[str
         "operator_process": process,
         "benchmark_process": client_process,
         "machine_load": machine_load,
+        "cpu_ms_per_token": cpu_ms_per_token(machine_load, n),
         "apiserver_mean_latency_ms": latency,
         "operator_metrics": operator_metrics,
         "worker_seconds_per_token": (args_workers(env) * all_ready / n) if all_ready else None,
@@ -496,12 +499,24 @@ def limit(env: Environment, n: int, mix: dict[str, float]) -> dict[str, Any]:
     log(f"limit: replaying {sum(mix.values()):.2f} writes/token x {n} straight to the apiserver (operator stopped)")
     runs = []
     for namespace in ("limit", "limit2"):  # twice, the better one counts: a capacity, not an average
+        # The same observers as during the burst: the bench's own watches of tokens and Secrets cost the
+        # API server there, so they do here (the operator's watches are the operator's cost).
+        observers = [
+            Watch(env.access, path, lambda *_: None) for path in (tokens_path(namespace), secrets_path(namespace))
+        ]
+        for watch in observers:
+            watch.start()
+        for watch in observers:
+            watch.synced.wait(10)
         load = MachineLoad(interval=1.0)
         load.start()
         before = env.api.request_totals()
         run = asyncio.run(replay(env.access, namespace, n, mix))
+        for watch in observers:
+            watch.stop()
         run["apiserver_writes"] = writes_of(request_delta(before, env.api.request_totals()), OPERATOR_RESOURCES)
         run["machine_load"] = load.finish()
+        run["cpu_ms_per_token"] = cpu_ms_per_token(run["machine_load"], n)
         runs.append(run)
         log(
             f"limit: {run['tokens_per_second']:.0f} tokens/s, {run['requests_per_second']:.0f} writes/s "
@@ -634,6 +649,11 @@ def storm(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- output ------------------------------------------------------------------------------------------
+def per_token(phase: dict[str, Any]) -> str:
+    ms = phase["cpu_ms_per_token"]
+    return " / ".join(f"{ms.get(role, 0.0):.1f}" for role in ("kube-apiserver", "etcd", "operator", "bench"))
+
+
 def tables(results: dict[str, Any]) -> tuple[list[str], list[list[Any]], list[list[Any]]]:
     headers = ["metric", *[f"N={s['tokens']}" for s in results["sizes"]]]
     rows: list[list[Any]] = []
@@ -653,7 +673,9 @@ def tables(results: dict[str, Any]) -> tuple[list[str], list[list[Any]], list[li
     row("burst: apply→Secret p95 (s)", lambda s: s["burst"]["apply_to_secret"]["p95"])
     row("burst: apply→Secret p99 (s)", lambda s: s["burst"]["apply_to_secret"]["p99"])
     row("burst: operator CPU (% of a core)", lambda s: s["burst"]["operator_process"]["cpu_percent_mean"])
+    row("burst: CPU ms per token, API server / etcd / operator / bench", lambda s: per_token(s["burst"]))
     row("apiserver limit, same writes (tokens/s)", lambda s: s["limit"]["tokens_per_second"])
+    row("limit: CPU ms per token, API server / etcd / operator / bench", lambda s: per_token(s["limit"]))
     row("operator / apiserver limit", lambda s: f"{100 * s['operator_vs_limit']:.0f}%")
     row("steady: operator RSS (MiB)", lambda s: s["steady"]["rss_mib_max"])
     row("steady: operator CPU (%)", lambda s: s["steady"]["cpu_percent_mean"])

@@ -860,7 +860,14 @@ class MachineLoad(threading.Thread):
             "benchmark_tree_cpu_cores": self.ours / elapsed,
             "loadavg_1m_end": os.getloadavg()[0],
             "cpu_cores_by_role": {role: used / elapsed for role, used in sorted(self.by_role.items())},
+            "seconds": elapsed,
         }
+
+
+def cpu_ms_per_token(load: dict[str, Any], n: int) -> dict[str, float]:
+    """CPU milliseconds per token of each process of the tree, from a `MachineLoad.finish()`."""
+    seconds = float(load.get("seconds") or 0.0)
+    return {role: cores * seconds / n * 1000 for role, cores in (load.get("cpu_cores_by_role") or {}).items()}
 
 
 # -- profiling ---------------------------------------------------------------------------

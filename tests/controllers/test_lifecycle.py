@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from harness import Harness, ProviderInfo
@@ -167,3 +167,26 @@ async def test_deleting_a_retained_token_keeps_its_current_key(harness: Harness,
     assert harness.live_key_ids(provider_type) == {status["keyId"]}
     assert harness.secret(NS, NAME) is None  # garbage-collected with its owner
     harness.check_invariants(allowed={str(status["keyId"])})
+
+
+async def test_the_grace_period_counts_from_the_secret_write_not_the_reconciles_start(
+    harness: Harness, provider_type: str
+) -> None:
+    """Under load the provider call and the Secret write take time; the old key's floor must not shrink."""
+    h = harness
+    provider = await h.create_provider(provider_type)
+    await h.create_token("team-a", "slow", provider, duration="24h", revokeGracePeriod="1m", reconcile=True)
+    original = h.kube.replace_secret
+    written: list[datetime] = []
+
+    async def slow_write(namespace: str, name: str, body: Any) -> Any:
+        h.advance(seconds=1.4)  # a loaded API server
+        written.append(h.now)
+        return await original(namespace, name, body)
+
+    h.kube.replace_secret = slow_write  # type: ignore[method-assign]
+    await h.renew("team-a", "slow")
+    pending = h.status("team-a", "slow")["pendingRevocations"]
+    assert written and len(pending) == 1
+    due = parse_time(pending[0]["dueAt"])
+    assert due is not None and due >= written[0] + timedelta(minutes=1), (due, written[0])

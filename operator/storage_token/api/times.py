@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -15,3 +15,9 @@ def format_time(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def up_to_second(value: datetime) -> datetime:
+    """The next whole second (or `value` if whole): a "not before" that survives `format_time`."""
+    whole = value.replace(microsecond=0)
+    return whole if whole == value else whole + timedelta(seconds=1)

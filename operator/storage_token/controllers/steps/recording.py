@@ -7,7 +7,7 @@ from typing import Any
 
 from storage_token.api.conditions import set_condition
 from storage_token.api.status_patch import StatusPatch
-from storage_token.api.times import format_time, parse_time
+from storage_token.api.times import format_time, parse_time, up_to_second
 from storage_token.api.token import PendingRevocation, TokenStatus
 from storage_token.controllers.steps.base import (
     KIND,
@@ -51,13 +51,17 @@ class RecordingSteps(RolloutSteps):
         pending = list(TokenStatus.parse(token.get("status")).pending_revocations)
         renewed = bool(status.key_id)
         # The rotation reaches its restartTargets through `status.rollout`; the old key waits for it.
-        rollout = new_rollout(revision, ((t.kind, t.name) for t in spec.restart_targets), self.clock())
+        # The Secret holds the new key from now on: the grace period counts from here, not from the start
+        # of the reconcile (the provider call and the Secret write took time under load).
+        written_at = self.clock()
+        rollout = new_rollout(revision, ((t.kind, t.name) for t in spec.restart_targets), written_at)
         follow = renewed and bool(spec.restart_targets)
         if renewed and not follow:  # restartTargets removed mid-rollout: earlier keys fall back to their floor
             pending = release(pending, revision, now)
         if status.key_id and status.key_id != issued.key_id:
             grace = spec.revoke_grace_period
-            floor, ceiling = revocation_window(grace, spec.max_revoke_delay, now, status.not_after)
+            floor, ceiling = revocation_window(grace, spec.max_revoke_delay, written_at, status.not_after)
+            floor = up_to_second(floor)  # status keeps whole seconds: never let that move the floor earlier
             waits = follow and why.reason not in reasons.DEAD_KEY
             if why.reason in reasons.DEAD_KEY:
                 floor = revocation_due(grace * 0, now, status.not_after)  # nothing is using a dead key
