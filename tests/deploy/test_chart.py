@@ -102,7 +102,7 @@ def test_defaults_render_a_cluster_wide_standalone_operator(render: Render) -> N
     assert values["STO_WATCH_NAMESPACES"] == ""
     assert values["STO_LOG_FORMAT"] == "json"
     assert values["STO_LOG_LEVEL"] == "INFO"
-    assert values["STO_WORKERS"] == "16"
+    assert values["STO_WORKERS"] == "32"
     assert "STO_LEADER_ELECTION_LEASE" not in values
     binding = one(objects, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": "sto-system"}]

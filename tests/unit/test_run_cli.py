@@ -133,5 +133,5 @@ def test_the_environment_and_the_defaults(monkeypatch: pytest.MonkeyPatch, start
     with pytest.raises(SystemExit):
         main(["run"])
     defaults, from_env = started
-    assert (defaults.workers, defaults.metrics_port, defaults.health_port) == (16, 8080, 8081)
+    assert (defaults.workers, defaults.metrics_port, defaults.health_port) == (32, 8080, 8081)
     assert (from_env.workers, from_env.metrics_port, from_env.sweep_interval.total_seconds()) == (3, 0, 30)

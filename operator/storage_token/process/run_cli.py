@@ -54,7 +54,7 @@ def add_parser(subparsers: Any) -> None:
         help="watch only this namespace (repeatable); env STO_WATCH_NAMESPACES (comma-separated); "
         "default: cluster-wide",
     )
-    parser.add_argument("--workers", type=_workers, help="reconciles at once; env STO_WORKERS; default 16")
+    parser.add_argument("--workers", type=_workers, help="reconciles at once; env STO_WORKERS; default 32")
     parser.add_argument("--metrics-port", type=_port, help="0 turns it off; env STO_METRICS_PORT; default 8080")
     parser.add_argument("--health-port", type=_port, help="0 turns it off; env STO_HEALTH_PORT; default 8081")
     parser.add_argument(

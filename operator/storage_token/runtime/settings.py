@@ -24,7 +24,7 @@ class Settings:
     # Namespaces to watch; empty means cluster-wide.
     namespaces: tuple[str, ...] = ()
     # Reconciles running at once (each mostly waits on the provider or the API server).
-    workers: int = 16
+    workers: int = 32  # as many requests in flight as the bench's bare client; 16 left adoption waves queued
     # Seconds per provider HTTP request.
     provider_timeout: float = 10.0
     # Seconds per Kubernetes API request (watches excepted): a stuck connection frees its worker.
