@@ -75,3 +75,20 @@ async def test_a_secret_edit_during_a_reconcile_queues_it_again(harness: Harness
 
     h.kube.get_secret = get_secret_while_someone_edits  # type: ignore[method-assign]
     assert await reconcile_through_the_queue(h), "a Secret edit the reconcile did not write was dropped"
+
+
+async def test_an_event_between_the_reconcile_and_the_workers_done_is_not_lost(harness: Harness) -> None:
+    """The worker marks the key done a loop turn after the reconcile returns; an edit landing in that gap
+    must still bring the token back (it once waited in the echo checks until some later reconcile)."""
+    h = harness
+    provider = await h.create_provider("b2")
+    await h.create_token(NS, NAME, provider, reconcile=True)
+    manager = h.operator.manager
+    queue = manager.token_queue
+    drain(h)
+    queue.add(KEY)
+    assert await queue.get() == KEY
+    await manager._reconcile_token(KEY)
+    h.kube.update("StorageToken", NS, NAME, {"metadata": {"annotations": {"storagetoken.dev/renew": "now"}}})
+    queue.done(KEY)
+    assert KEY in queue._queued, "the renew request waits for the token's next timer"

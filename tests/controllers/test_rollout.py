@@ -525,3 +525,66 @@ async def test_a_rollout_the_watch_showed_finished_needs_no_read_and_anything_el
     await h.reconcile_token(NS, NAME)
     assert set(reads(mark)) == {"worker"} and old not in h.live_key_ids("b2")
     h.check_invariants()
+
+
+async def test_a_workload_recreated_under_the_same_name_is_not_judged_by_the_old_ones_rollout(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.kube.create_namespace(NS)
+    h.kube.create(consumer("web"))
+    provider = await h.create_provider("b2")
+    old = await rotate(h, provider, ["web"])
+    await h.run_until(h.now + GRACE + timedelta(minutes=1))
+    finish_rollout(h, "web")
+    await h.reconcile_token(NS, NAME)
+    assert old not in h.live_key_ids("b2")
+    watched = h.operator.manager.shared.workloads
+    assert ("Deployment", NS, "web") in watched
+
+    # The Deployment is deleted and re-created while the workload watch is away (it lags until the end of
+    # the restart below): the cache still shows the old object rolled out at the same generation.
+    stale = watched[("Deployment", NS, "web")]
+    manager = h.operator.manager
+    manager.on_workload_event = lambda *args: None  # type: ignore[method-assign]
+    h.kube.delete("Deployment", NS, "web")
+    h.kube.create(consumer("web"))
+    second = str(h.status(NS, NAME)["keyId"])
+    await h.renew(NS, NAME, value="again")
+    await h.run_until(h.now + GRACE + timedelta(minutes=1))  # restarted; the new object is still rolling
+    assert watched.get(("Deployment", NS, "web")) in (None, stale)
+    assert states(h) == {"web": "Rolling"}, states(h)
+    assert second in h.live_key_ids("b2"), "revoked on the rollout of a Deployment that no longer exists"
+    del manager.on_workload_event  # the watch is back
+    finish_rollout(h, "web")
+    await h.reconcile_token(NS, NAME)
+    assert second not in h.live_key_ids("b2")
+    h.check_invariants()
+
+
+async def test_a_ceiling_at_the_floor_still_waits_the_whole_grace_period_after_the_secret_write(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.kube.create_namespace(NS)
+    h.kube.create(consumer("web"))
+    provider = await h.create_provider("b2")
+    spec = {"restartTargets": targets("web"), "revokeGracePeriod": "1m", "maxRevokeDelay": "1m"}
+    await h.create_token(NS, NAME, provider, duration="24h", **spec)
+    await h.reconcile_token(NS, NAME)
+    original = h.kube.replace_secret
+    written: list[Any] = []
+
+    async def slow_write(namespace: str, name: str, body: Any) -> Any:
+        h.advance(seconds=1.4)  # a loaded API server: the write lands mid-second
+        written.append(h.now)
+        return await original(namespace, name, body)
+
+    h.kube.replace_secret = slow_write  # type: ignore[method-assign]
+    await h.renew(NS, NAME)
+    h.kube.replace_secret = original  # type: ignore[method-assign]
+    entry = h.status(NS, NAME)["pendingRevocations"][0]
+    floor = written[0] + timedelta(minutes=1)
+    for field in ("dueAt", "notBefore"):
+        moment = parse_time(entry.get(field))
+        assert moment is None or moment >= floor, (field, moment, floor)

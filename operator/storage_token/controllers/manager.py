@@ -68,7 +68,8 @@ class Manager:
         self._secret_of: dict[TokenKey, tuple[str, str]] = {}
         # Events that reached a token while it was being reconciled, judged when the reconcile ends: most
         # are the echo of its own writes, whose responses had not arrived yet (see `_queue_token`).
-        self._rechecks: dict[TokenKey, list[Callable[[], bool]]] = {}
+        self._rechecks: dict[TokenKey, list[tuple[Callable[[], bool], float | None]]] = {}
+        self._reconciling: set[TokenKey] = set()  # exactly while `_reconcile_token` runs, not a loop turn longer
         self._written: dict[TokenKey, int] = {}  # resourceVersion of the last token write of ours
         self._tokens_by_secret: dict[tuple[str, str], set[str]] = {}
         self._follows: dict[TokenKey, set[tuple[str, str, str]]] = {}  # token -> workloads its rollout names
@@ -161,21 +162,26 @@ class Manager:
         """Queue a token for an event. One arriving while the token is being reconciled is judged when that
         reconcile ends (`still_news`): the watch often delivers a write before its own response does, and
         queuing that echo cost a whole reconcile (a Secret read, a render) per write."""
-        if still_news is not None and self.token_queue.is_processing(key):
-            self._rechecks.setdefault(key, []).append(still_news)
+        if still_news is not None and key in self._reconciling:
+            self._rechecks.setdefault(key, []).append((still_news, due))
             return
         self.token_queue.add(key, due)
 
     def _recheck(self, key: TokenKey) -> None:
-        """After a reconcile: queue it again only for what it did not write or see itself."""
-        if any(still_news() for still_news in self._rechecks.pop(key, ())):
-            self.token_queue.add(key)
+        """After a reconcile: queue it again only for what it did not write or see itself, as due as the
+        earliest such event said. Called as the reconcile leaves `_reconciling`, with no await between:
+        a later event finds the key still processing in the queue, which runs it again afterwards."""
+        dues = [due for still_news, due in self._rechecks.pop(key, ()) if still_news()]
+        if dues:
+            known = [due for due in dues if due is not None]
+            self.token_queue.add(key, min(known) if known else None)
 
     def on_token_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         if event_type == "DELETED":
             self.token_cache.pop(key, None)
+            self._rechecks.pop(key, None)
             self._index_followed(key, None)
             self._written.pop(key, None)
             self.token_queue.forget(key)
@@ -250,8 +256,9 @@ class Manager:
         """A Deployment, StatefulSet or DaemonSet changed: queue the tokens whose rollout follows it."""
         meta = body.get("metadata") or {}
         namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
-        if event_type == "DELETED":
-            self.shared.workloads.pop((kind, namespace, name), None)
+        cached = self.shared.workloads.get((kind, namespace, name))
+        if event_type == "DELETED" or (cached is not None and cached["metadata"].get("uid") != meta.get("uid")):
+            self.shared.workloads.pop((kind, namespace, name), None)  # gone, or another object of that name
         restarted = last_restart(body)
         for key in list(self._followers.get((namespace, kind, name), ())):
             token = self.token_cache.get(key)
@@ -323,9 +330,11 @@ class Manager:
         return min(present) if present else None
 
     async def _reconcile_token(self, key: TokenKey) -> datetime | None:
+        self._reconciling.add(key)
         try:
             return await self._reconcile_token_once(key)
         finally:
+            self._reconciling.discard(key)
             self._recheck(key)
 
     async def _reconcile_token_once(self, key: TokenKey) -> datetime | None:

@@ -179,7 +179,7 @@ def slim_workload(body: Mapping[str, Any]) -> dict[str, Any]:
     template = (spec.get("template") or {}).get("metadata") or {}
     restarted = (template.get("annotations") or {}).get(RESTART_ANNOTATION)
     return {
-        "metadata": {k: meta.get(k) for k in ("namespace", "name", "generation")},
+        "metadata": {k: meta.get(k) for k in ("namespace", "name", "uid", "generation")},
         "spec": {
             "replicas": spec.get("replicas"),
             "template": {"metadata": {"annotations": {RESTART_ANNOTATION: restarted}}},

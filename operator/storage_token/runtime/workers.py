@@ -171,9 +171,6 @@ class WorkQueue(Generic[K]):
         metrics.set_queue_depth(len(self._queued))
         return key
 
-    def is_processing(self, key: K) -> bool:
-        return key in self._processing
-
     def done(self, key: K) -> None:
         self._processing.pop(key, None)
         if key in self._dirty:

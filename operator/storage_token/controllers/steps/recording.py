@@ -62,6 +62,7 @@ class RecordingSteps(RolloutSteps):
             grace = spec.revoke_grace_period
             floor, ceiling = revocation_window(grace, spec.max_revoke_delay, written_at, status.not_after)
             floor = up_to_second(floor)  # status keeps whole seconds: never let that move the floor earlier
+            ceiling = max(ceiling, floor)  # maxRevokeDelay <= revokeGracePeriod: the floor still holds
             waits = follow and why.reason not in reasons.DEAD_KEY
             if why.reason in reasons.DEAD_KEY:
                 floor = revocation_due(grace * 0, now, status.not_after)  # nothing is using a dead key

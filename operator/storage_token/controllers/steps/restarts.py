@@ -58,6 +58,11 @@ class RestartSteps(TokenSteps):
             workload = await self.kube.get_workload(target.kind, meta["namespace"], target.name)
             if workload is None:
                 return await self._not_found(token, target)
+            watched = self.shared.workloads.get((target.kind, meta["namespace"], target.name))
+            if watched is not None and watched["metadata"].get("uid") != workload["metadata"].get("uid"):
+                # Another object of that name than the watch last showed (deleted and re-created while the
+                # watch was away): its rollout state must not judge this one's.
+                self.shared.workloads.pop((target.kind, meta["namespace"], target.name), None)
             if refusal := restart_refusal(workload, meta["name"], secret_name):
                 await self.events.record(
                     token, KIND, RESTART_REFUSED_EVENT, f"not restarting {what}: {refusal}", warning=True
