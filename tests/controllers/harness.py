@@ -292,6 +292,20 @@ class Harness:
         self.set_now(self._now + (delta or timedelta()) + timedelta(**parts))
         return self._now
 
+    def slow_secret_writes(self, seconds: float) -> list[datetime]:
+        """From now on every Secret replace takes `seconds` of the clock (a loaded API server); the moments
+        the writes landed, filled in as they happen."""
+        original = self.kube.replace_secret
+        landed: list[datetime] = []
+
+        async def slow(namespace: str, name: str, body: Body) -> Body | None:
+            self.advance(seconds=seconds)
+            landed.append(self.now)
+            return await original(namespace, name, body)
+
+        self.kube.replace_secret = slow  # type: ignore[method-assign]
+        return landed
+
     # -- the operator ----------------------------------------------------------------------
     async def restart(self, **settings: Any) -> None:
         """A new operator process over the same API and providers (in-memory state is lost)."""

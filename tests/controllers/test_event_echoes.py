@@ -45,18 +45,25 @@ async def test_the_echo_of_a_reconciles_own_writes_queues_nothing(harness: Harne
     h.check_invariants()
 
 
+def edit_after_the_next_secret_read(h: Harness, kind: str, patch: dict[str, Any]) -> None:
+    """Someone else patches `kind` NS/NAME right after the reconcile has read its Secret (once)."""
+    original = h.kube.get_secret
+
+    async def read_then_edit(namespace: str, name: str) -> Any:
+        h.kube.get_secret = original  # type: ignore[method-assign]
+        secret = await original(namespace, name)
+        assert secret is not None
+        await h.kube.patch_object(kind, NS, NAME, patch)
+        return secret
+
+    h.kube.get_secret = read_then_edit  # type: ignore[method-assign]
+
+
 async def test_a_change_by_someone_else_during_a_reconcile_queues_it_again(harness: Harness) -> None:
     h = harness
     provider = await h.create_provider("b2")
     await h.create_token(NS, NAME, provider, reconcile=True)
-    original = h.kube.get_secret
-
-    async def get_secret_while_someone_edits(namespace: str, name: str) -> Any:
-        h.kube.get_secret = original  # type: ignore[method-assign]
-        await h.kube.patch_object("StorageToken", NS, NAME, {"metadata": {"annotations": {"team": "edited"}}})
-        return await original(namespace, name)
-
-    h.kube.get_secret = get_secret_while_someone_edits  # type: ignore[method-assign]
+    edit_after_the_next_secret_read(h, "StorageToken", {"metadata": {"annotations": {"team": "edited"}}})
     assert await reconcile_through_the_queue(h), "a change the reconcile did not write was dropped"
 
 
@@ -64,16 +71,7 @@ async def test_a_secret_edit_during_a_reconcile_queues_it_again(harness: Harness
     h = harness
     provider = await h.create_provider("b2")
     await h.create_token(NS, NAME, provider, reconcile=True)
-    original = h.kube.get_secret
-
-    async def get_secret_while_someone_edits(namespace: str, name: str) -> Any:
-        h.kube.get_secret = original  # type: ignore[method-assign]
-        secret = await original(namespace, name)
-        assert secret is not None
-        await h.kube.patch_object("Secret", NS, NAME, {"data": {"accessKeyId": "ZWRpdGVk"}})
-        return secret
-
-    h.kube.get_secret = get_secret_while_someone_edits  # type: ignore[method-assign]
+    edit_after_the_next_secret_read(h, "Secret", {"data": {"accessKeyId": "ZWRpdGVk"}})
     assert await reconcile_through_the_queue(h), "a Secret edit the reconcile did not write was dropped"
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from harness import Harness, ProviderInfo
@@ -176,15 +176,7 @@ async def test_the_grace_period_counts_from_the_secret_write_not_the_reconciles_
     h = harness
     provider = await h.create_provider(provider_type)
     await h.create_token("team-a", "slow", provider, duration="24h", revokeGracePeriod="1m", reconcile=True)
-    original = h.kube.replace_secret
-    written: list[datetime] = []
-
-    async def slow_write(namespace: str, name: str, body: Any) -> Any:
-        h.advance(seconds=1.4)  # a loaded API server
-        written.append(h.now)
-        return await original(namespace, name, body)
-
-    h.kube.replace_secret = slow_write  # type: ignore[method-assign]
+    written = h.slow_secret_writes(1.4)  # the write lands mid-second
     await h.renew("team-a", "slow")
     pending = h.status("team-a", "slow")["pendingRevocations"]
     assert written and len(pending) == 1

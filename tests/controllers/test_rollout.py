@@ -572,17 +572,8 @@ async def test_a_ceiling_at_the_floor_still_waits_the_whole_grace_period_after_t
     spec = {"restartTargets": targets("web"), "revokeGracePeriod": "1m", "maxRevokeDelay": "1m"}
     await h.create_token(NS, NAME, provider, duration="24h", **spec)
     await h.reconcile_token(NS, NAME)
-    original = h.kube.replace_secret
-    written: list[Any] = []
-
-    async def slow_write(namespace: str, name: str, body: Any) -> Any:
-        h.advance(seconds=1.4)  # a loaded API server: the write lands mid-second
-        written.append(h.now)
-        return await original(namespace, name, body)
-
-    h.kube.replace_secret = slow_write  # type: ignore[method-assign]
+    written = h.slow_secret_writes(1.4)  # a loaded API server: the write lands mid-second
     await h.renew(NS, NAME)
-    h.kube.replace_secret = original  # type: ignore[method-assign]
     entry = h.status(NS, NAME)["pendingRevocations"][0]
     floor = written[0] + timedelta(minutes=1)
     for field in ("dueAt", "notBefore"):

@@ -24,6 +24,7 @@ from storage_token.kube.events import EventRecorder
 from storage_token.policy.rollout import workload_event_moves
 from storage_token.providers.errors import ProviderError
 from storage_token.runtime import metrics
+from storage_token.runtime.index import Index
 from storage_token.runtime.provider_pool import ProviderPool
 from storage_token.runtime.ratelimit import claiming
 from storage_token.runtime.settings import Settings
@@ -65,15 +66,13 @@ class Manager:
         self.providers = ProviderController(kube, self.pool, self.events, settings, release=release)
         self.sweeper = Sweeper(settings)
         self.token_cache: dict[TokenKey, dict[str, Any]] = {}
-        self._secret_of: dict[TokenKey, tuple[str, str]] = {}
         # Events that reached a token while it was being reconciled, judged when the reconcile ends: most
         # are the echo of its own writes, whose responses had not arrived yet (see `_queue_token`).
         self._rechecks: dict[TokenKey, list[tuple[Callable[[], bool], float | None]]] = {}
         self._reconciling: set[TokenKey] = set()  # exactly while `_reconcile_token` runs, not a loop turn longer
         self._written: dict[TokenKey, int] = {}  # resourceVersion of the last token write of ours
-        self._tokens_by_secret: dict[tuple[str, str], set[str]] = {}
-        self._follows: dict[TokenKey, set[tuple[str, str, str]]] = {}  # token -> workloads its rollout names
-        self._followers: dict[tuple[str, str, str], set[TokenKey]] = {}  # and back
+        self._secrets: Index[TokenKey, tuple[str, str]] = Index()  # token -> (namespace, Secret name) it writes
+        self._followed: Index[TokenKey, tuple[str, str, str]] = Index()  # token -> workloads its rollout names
         self.provider_cache = self.shared.providers
         # Namespaces take turns for workers (and for each provider's request budget, see `_reconcile_token`);
         # within one, the token whose key expires soonest goes first.
@@ -131,24 +130,9 @@ class Manager:
         """(namespace, kind, name) of each workload a token's rollout names -> the tokens: a workload event
         looks at its own tokens, not at every cached one (with 1,000 tokens that scan was a ninth of the
         operator's CPU during a rotation wave)."""
-        wanted = set()
-        if body is not None:
-            rollout = ((body.get("status") or {}).get("rollout")) or {}
-            wanted = {(key[0], str(t.get("kind")), str(t.get("name"))) for t in rollout.get("targets") or ()}
-        previous = self._follows.get(key, set())
-        if wanted == previous:
-            return
-        for workload in previous - wanted:
-            holders = self._followers.get(workload, set())
-            holders.discard(key)
-            if not holders:
-                self._followers.pop(workload, None)
-        for workload in wanted - previous:
-            self._followers.setdefault(workload, set()).add(key)
-        if wanted:
-            self._follows[key] = wanted
-        else:
-            self._follows.pop(key, None)
+        rollout = (((body or {}).get("status") or {}).get("rollout")) or {}
+        targets = rollout.get("targets") or ()
+        self._followed.set(key, ((key[0], str(t.get("kind")), str(t.get("name"))) for t in targets))
 
     def _remember_token(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -248,9 +232,9 @@ class Manager:
                 if spec.namespace == namespace and spec.credentials_secret == name:
                     self.provider_queue.add(key)
         # A Secret of a token's name may appear or vanish without our label (conflicts, deletions).
-        for token_name in self._tokens_by_secret.get((namespace, name), ()):
-            if token_name != token:
-                self.token_queue.add((namespace, token_name))
+        for token_key in self._secrets.keys_of((namespace, name)):
+            if token_key[1] != token:
+                self.token_queue.add(token_key)
 
     def on_workload_event(self, kind: str, body: dict[str, Any], event_type: str | None = None) -> None:
         """A Deployment, StatefulSet or DaemonSet changed: queue the tokens whose rollout follows it."""
@@ -260,12 +244,14 @@ class Manager:
         if event_type == "DELETED" or (cached is not None and cached["metadata"].get("uid") != meta.get("uid")):
             self.shared.workloads.pop((kind, namespace, name), None)  # gone, or another object of that name
         restarted = last_restart(body)
-        for key in list(self._followers.get((namespace, kind, name), ())):
+        moved = False
+        for key in self._followed.keys_of((namespace, kind, name)):
             token = self.token_cache.get(key)
             if token is not None and workload_event_moves(token.get("status"), kind, name, body, restarted):
                 self._queue_token(key, self._still_moves(key, kind, name, body, restarted))
-                if event_type != "DELETED":
-                    self.shared.workloads[(kind, namespace, name)] = body  # what those reconciles will read
+                moved = True
+        if moved and event_type != "DELETED":
+            self.shared.workloads[(kind, namespace, name)] = body  # what those reconciles will read
 
     def _still_moves(
         self, key: TokenKey, kind: str, name: str, body: dict[str, Any], restarted: datetime | None
@@ -289,17 +275,11 @@ class Manager:
 
     def _index_secret_name(self, key: TokenKey, body: dict[str, Any] | None) -> None:
         """Which tokens write which Secret name, so a Secret event finds its tokens without a scan."""
-        previous = self._secret_of.pop(key, None)
-        if previous is not None:
-            holders = self._tokens_by_secret.get(previous, set())
-            holders.discard(key[1])
-            if not holders:
-                self._tokens_by_secret.pop(previous, None)
         if body is None:
+            self._secrets.set(key, ())
             return
         secret = ((body.get("spec") or {}).get("secret") or {}).get("name") or key[1]
-        self._secret_of[key] = (key[0], secret)
-        self._tokens_by_secret.setdefault((key[0], secret), set()).add(key[1])
+        self._secrets.set(key, [(key[0], secret)])
 
     def _enqueue_tokens_of(self, provider: ProviderKey) -> None:
         kind, namespace, name = provider
