@@ -254,6 +254,13 @@ class FakeKube:
     async def list_objects(self, kind: str, namespace: str | None = None) -> list[Body]:
         return await self._request("list_objects", locals(), lambda: self.list_of(kind, namespace or None))
 
+    async def list_custom(self, kind: str, namespace: str | None = None) -> tuple[list[Body], str]:
+        def run() -> tuple[list[Body], str]:
+            versions = [int(body["metadata"].get("resourceVersion") or 0) for body in self.objects.values()]
+            return self.list_of(kind, namespace or None), str(max(versions, default=0))
+
+        return await self._request("list_custom", locals(), run)
+
     async def patch_status(self, kind: str, namespace: str | None, name: str, patch: Body) -> Body | None:
         return await self._request(
             "patch_status", locals(), lambda: self._patch(kind, namespace or "", name, patch, status=True), write=True
@@ -265,7 +272,8 @@ class FakeKube:
         )
 
     # -- Kube: secrets and namespaces -----------------------------------------------
-    async def get_secret(self, namespace: str, name: str) -> Body | None:
+    async def get_secret(self, namespace: str, name: str, any_version: bool = False) -> Body | None:
+        # One store, no watch cache: any version is the latest here.
         return await self._request("get_secret", locals(), lambda: self.get("Secret", namespace, name))
 
     async def create_secret(self, namespace: str, body: Body) -> Body | None:

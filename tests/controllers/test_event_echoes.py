@@ -49,9 +49,9 @@ def edit_after_the_next_secret_read(h: Harness, kind: str, patch: dict[str, Any]
     """Someone else patches `kind` NS/NAME right after the reconcile has read its Secret (once)."""
     original = h.kube.get_secret
 
-    async def read_then_edit(namespace: str, name: str) -> Any:
+    async def read_then_edit(namespace: str, name: str, any_version: bool = False) -> Any:
         h.kube.get_secret = original  # type: ignore[method-assign]
-        secret = await original(namespace, name)
+        secret = await original(namespace, name, any_version)
         assert secret is not None
         await h.kube.patch_object(kind, NS, NAME, patch)
         return secret

@@ -284,11 +284,11 @@ async def test_a_watch_outlives_a_callback_or_answer_that_fails() -> None:
         if len(events) == 1:
             raise RuntimeError("a callback that fails")
 
-    from storage_token.kube import secret_watch
+    from storage_token.kube import list_watch
 
-    watch = secret_watch.SecretWatch(Flaky(), "ns", {}, on_event)  # type: ignore[arg-type]
-    original = secret_watch.RETRY_SECONDS
-    secret_watch.RETRY_SECONDS = (0.01, 0.01)
+    watch = list_watch.SecretWatch(Flaky(), "ns", {}, on_event)  # type: ignore[arg-type]
+    original = list_watch.RETRY_SECONDS
+    list_watch.RETRY_SECONDS = (0.01, 0.01)
     try:
         task = asyncio.create_task(watch.run())
         for _ in range(200):
@@ -299,5 +299,89 @@ async def test_a_watch_outlives_a_callback_or_answer_that_fails() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     finally:
-        secret_watch.RETRY_SECONDS = original
+        list_watch.RETRY_SECONDS = original
     assert len(events) >= 2 and calls >= 3
+
+
+async def test_a_read_of_any_version_asks_the_watch_cache_and_a_plain_read_does_not() -> None:
+    script = Script(lambda method, target: status(404, "NotFound"))
+    async with server(script) as url:
+        kube = kube_for(url)
+        assert await kube.get_secret("ns", "s", any_version=True) is None
+        assert await kube.get_secret("ns", "s") is None
+        await kube.aclose()
+    queries = [parse_qs(urlsplit(target).query) for _, target, _, _ in script.seen]
+    assert queries == [{"resourceVersion": ["0"]}, {}]
+
+
+class TokenSource:
+    """`Kube`'s list and watch of StorageTokens, scripted: one list, then one watch that ends."""
+
+    def __init__(self, listed: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+        self.listed, self.events, self.lists = listed, events, 0
+
+    async def list_custom(self, kind: str, namespace: str | None = None) -> tuple[list[Any], str]:
+        assert kind == "StorageToken"
+        self.lists += 1
+        return self.listed, "10"
+
+    async def watch_custom(self, kind: str, namespace: str | None, version: str) -> Any:
+        for event in self.events:
+            yield event
+        self.events = []
+        await asyncio.sleep(3600)
+
+
+def token(name: str, version: str, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "ns", "name": name, "uid": f"uid-{name}", "resourceVersion": version},
+        "spec": {"secret": {"name": name}},
+        "status": status,
+    }
+
+
+async def test_one_tokens_failing_event_costs_that_event_not_the_watch_of_the_others() -> None:
+    """A token whose event the operator cannot handle (a bug, a body it does not expect) is logged and
+    skipped: the watch neither stops nor lists again, and every other token's events still arrive."""
+    from storage_token.kube import list_watch
+
+    source = TokenSource(
+        [token("poison", "5"), token("a", "6")],
+        [{"type": "MODIFIED", "object": token("poison", "11")}, {"type": "ADDED", "object": token("b", "12")}],
+    )
+    seen: list[tuple[str, str]] = []
+
+    def on_event(kind: str, body: dict[str, Any]) -> None:
+        if body["metadata"]["name"] == "poison":
+            raise KeyError("a body the handler did not expect")
+        seen.append((kind, body["metadata"]["name"]))
+
+    watch = list_watch.TokenWatch(source, "ns", on_event)  # type: ignore[arg-type]
+    task = asyncio.create_task(watch.run())
+    for _ in range(100):
+        if ("ADDED", "b") in seen:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert seen == [("ADDED", "a"), ("ADDED", "b")]
+    assert source.lists == 1  # no relist: the failure stayed with its event
+
+
+async def test_a_token_gone_while_no_watch_ran_is_reported_deleted_by_its_identity_alone() -> None:
+    from storage_token.kube import list_watch
+
+    source = TokenSource([token("a", "5", keyId="k-1"), token("b", "6")], [])
+    seen: list[tuple[str, dict[str, Any]]] = []
+    watch = list_watch.TokenWatch(source, None, lambda kind, body: seen.append((kind, body)))  # type: ignore[arg-type]
+    await watch._relist()
+    source.listed = [token("b", "7")]
+    await watch._relist()
+    assert [(kind, body["metadata"]["name"]) for kind, body in seen] == [
+        ("ADDED", "a"),
+        ("ADDED", "b"),
+        ("MODIFIED", "b"),
+        ("DELETED", "a"),
+    ]
+    # Who it was (enough to forget it), not a stale copy of what it held.
+    assert seen[3][1] == {"metadata": {"namespace": "ns", "name": "a", "uid": "uid-a", "resourceVersion": "5"}}

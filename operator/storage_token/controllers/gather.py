@@ -158,7 +158,10 @@ async def gather(
     current_hash = spec_hash(token.get("spec") or {})
     status = _current_hashes(TokenStatus.parse(token.get("status")), token.get("spec") or {}, current_hash)
     provider = await resolve_provider(kube, settings, spec.provider_ref, meta["namespace"], cache)
-    secret = await kube.get_secret(meta["namespace"], spec.secret.name)
+    # Before a first key (nothing recorded, nothing intended) the read only looks for a Secret in the
+    # way: the watch cache's answer serves, as a Secret created after it makes our create fail anyway.
+    first = not (status.key_id or status.intent or status.secret_name or status.pending_revocations)
+    secret = await kube.get_secret(meta["namespace"], spec.secret.name, any_version=first)
     value = PolicyInput(
         namespace=meta["namespace"],
         name=meta["name"],

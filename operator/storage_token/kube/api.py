@@ -6,11 +6,11 @@ waits for a thread, and bodies stay plain JSON dicts (no model deserialisation).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 from kubernetes import client
 
 from storage_token.api.token import API_GROUP, API_VERSION
@@ -28,7 +28,7 @@ WORKLOAD_PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", 
 # Secrets are listed and watched as metadata only: their data never reaches the operator this way.
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
-WATCH_LINE_LIMIT = 2 * 1024 * 1024  # one event; metadata only is far smaller
+WATCH_LINE_LIMIT = 2 * 1024 * 1024  # one event: above etcd's 1.5 MiB object limit
 LIST_PAGE = 500  # objects per list page: bounded responses for the API server and for us
 
 MERGE_PATCH = "application/merge-patch+json"  # custom resources: no strategic merge
@@ -73,7 +73,7 @@ def _custom_path(kind: str, namespace: str | None, name: str | None = None) -> s
 def _watch_event(line: bytes) -> Body:
     """One watch line; an ERROR event is a Conflict (list again) only when the version is too old."""
     try:
-        event: Body = json.loads(line)
+        event: Body = orjson.loads(line)
     except ValueError:
         raise ApiError(0, "a watch event that is not JSON") from None
     if event.get("type") == "ERROR":
@@ -100,7 +100,7 @@ def _error(status: int, text: str) -> Exception:
 def _reason(status: int, text: str) -> str:
     """The Status object's reason (e.g. Forbidden, AlreadyExists): never the request body echoed back."""
     try:
-        return str(json.loads(text).get("reason") or f"HTTP {status}")
+        return str(orjson.loads(text).get("reason") or f"HTTP {status}")
     except (ValueError, AttributeError):
         return f"HTTP {status}"
 
@@ -155,7 +155,7 @@ class Kube:
         """One request: the JSON body, None on 404, Conflict on 409, ApiError otherwise."""
         if method != "GET":
             self.write_count += 1
-        data = None if body is None else json.dumps(body).encode()
+        data = None if body is None else orjson.dumps(body)
         headers = self._headers(content_type if data is not None else None)
         if accept:
             headers["Accept"] = accept
@@ -163,7 +163,7 @@ class Kube:
             async with self.session.request(
                 method, self._host + path, data=data, headers=headers, params=params, timeout=self._timeout
             ) as response:
-                text = await response.text()
+                raw = await response.read()
                 status = response.status
         except TimeoutError:
             raise ApiError(0, f"no answer from the API server within {self.timeouts.request:g}s") from None
@@ -172,9 +172,9 @@ class Kube:
         if status == 404:
             return None
         if status >= 400:
-            raise _error(status, text)
+            raise _error(status, raw.decode(errors="replace"))
         try:
-            result: Body = json.loads(text) if text else {}
+            result: Body = orjson.loads(raw) if raw else {}
         except ValueError:
             raise ApiError(status, "the API server's answer was not JSON") from None
         return result
@@ -198,7 +198,7 @@ class Kube:
         return await self._request("GET", _custom_path(kind, namespace, name))
 
     async def list_objects(self, kind: str, namespace: str | None = None) -> list[Body]:
-        items, _ = await self._list(_custom_path(kind, namespace))
+        items, _ = await self.list_custom(kind, namespace)
         return items
 
     async def patch_status(self, kind: str, namespace: str | None, name: str, patch: Body) -> Body | None:
@@ -208,8 +208,11 @@ class Kube:
         return await self._request("PATCH", _custom_path(kind, namespace, name), patch, MERGE_PATCH)
 
     # -- secrets and namespaces -----------------------------------------------
-    async def get_secret(self, namespace: str, name: str) -> Body | None:
-        return await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+    async def get_secret(self, namespace: str, name: str, any_version: bool = False) -> Body | None:
+        """`any_version`: the API server's watch cache may answer (resourceVersion=0), a few milliseconds
+        behind at most and without a read of etcd; for reads where a write that raced them fails anyway."""
+        params = {"resourceVersion": "0"} if any_version else None
+        return await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", params=params)
 
     async def create_secret(self, namespace: str, body: Body) -> Body | None:
         return await self._request("POST", f"/api/v1/namespaces/{namespace}/secrets", body)
@@ -277,13 +280,24 @@ class Kube:
         check each Secret still holds its key, as the controller would)."""
         return await self._list(_secrets_path(namespace), params, accept=METADATA_LIST if metadata_only else None)
 
-    async def watch_secrets(
+    def watch_secrets(
         self, namespace: str | None, params: dict[str, str], resource_version: str
     ) -> AsyncIterator[Body]:
-        """Watch events (`{"type", "object"}`) from `resource_version` until the server ends the watch.
+        """Watch events (`{"type", "object"}`), metadata only, from `resource_version` until the server
+        ends the watch. A 410 (too old) or an ERROR event raises `Conflict`: the caller lists again."""
+        return self._watch(_secrets_path(namespace), params, resource_version, METADATA_ONLY)
 
-        A 410 (too old) or an ERROR event raises `Conflict`: the caller lists again."""
-        path = _secrets_path(namespace)
+    async def list_custom(self, kind: str, namespace: str | None = None) -> tuple[list[Body], str]:
+        """Every object of a custom kind (whole), and the list's resourceVersion to watch from."""
+        return await self._list(_custom_path(kind, namespace))
+
+    def watch_custom(self, kind: str, namespace: str | None, resource_version: str) -> AsyncIterator[Body]:
+        """Watch events of a custom kind (whole objects), as `watch_secrets`."""
+        return self._watch(_custom_path(kind, namespace), {}, resource_version)
+
+    async def _watch(
+        self, path: str, params: dict[str, str], resource_version: str, accept: str | None = None
+    ) -> AsyncIterator[Body]:
         server_timeout = max(1, int(self.timeouts.watch) - 30)
         query = {
             **params,
@@ -293,8 +307,8 @@ class Kube:
             "timeoutSeconds": str(server_timeout),
         }
         timeout = aiohttp.ClientTimeout(total=None, connect=self.timeouts.connect, sock_read=self.timeouts.watch)
+        headers = {**self._headers(), "Accept": accept} if accept else self._headers()
         try:
-            headers = {**self._headers(), "Accept": METADATA_ONLY}
             async with self.watch_session.get(
                 self._host + path, params=query, headers=headers, timeout=timeout
             ) as response:

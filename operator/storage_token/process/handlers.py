@@ -5,9 +5,11 @@ per-object progress of its own; finalizers, status and scheduling belong to
 the controllers. Handlers are coroutines: kopf runs plain functions in its
 thread pool, and the caches and queues they feed belong to the event loop.
 
-Secrets are not watched through kopf (it would stream every Secret in the
-cluster, data included): `SecretFeeds` watches the operator's own Secrets by
-label and each credentials Secret by name.
+StorageTokens and Secrets are not watched through kopf (`kube.list_watch`):
+`TokenFeeds` lists and watches the tokens, because kopf's per-event machinery
+cost more CPU than everything the operator then did with the event; and kopf
+would stream every Secret in the cluster, data included, where `SecretFeeds`
+watches the operator's own Secrets by label and each credentials Secret by name.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from storage_token.kube.client import Timeouts, authorization_header, load_confi
 from storage_token.kube.leader import LeaderElector
 from storage_token.runtime.secret_feeds import SecretFeeds
 from storage_token.runtime.settings import Settings
+from storage_token.runtime.token_feeds import TokenFeeds
 
 log = logging.getLogger(__name__)
 SETTINGS_KEY = "storage_token_settings"
@@ -79,6 +82,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo["feeds"] = feeds
     feeds.want(manager.credentials_secrets())
     feeds.start()
+    tokens = TokenFeeds(kube, ours.namespaces or [None], manager.on_token_event)
+    memo["token_feeds"] = tokens
+    tokens.start()
     if elector is not None:
         elector.on_start_leading = manager.resync
         memo["elector"] = asyncio.create_task(elector.run(), name="leader-election")
@@ -128,18 +134,13 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     elector: asyncio.Task[None] | None = memo.get("elector")
     if elector is not None:
         elector.cancel()
-    feeds: SecretFeeds | None = memo.get("feeds")
-    if feeds is not None:
-        await feeds.stop()
+    for name in ("token_feeds", "feeds"):
+        watches: TokenFeeds | SecretFeeds | None = memo.get(name)
+        if watches is not None:
+            await watches.stop()
     manager: Manager | None = memo.get("manager")
     if manager is not None:
         await manager.stop()
-
-
-@kopf.on.event(API_GROUP, API_VERSION, "storagetokens")
-async def token_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002
-    """A StorageToken changed: queue its reconcile."""
-    memo["manager"].on_token_event(type, dict(body))
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "storageproviders")

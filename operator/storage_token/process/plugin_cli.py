@@ -143,7 +143,7 @@ class _Snapshot:
     async def get_object(self, kind: str, namespace: str | None, name: str) -> Body | None:
         return None  # every provider is in the cache gather is given; absent there means absent
 
-    async def get_secret(self, namespace: str, name: str) -> Body | None:
+    async def get_secret(self, namespace: str, name: str, any_version: bool = False) -> Body | None:
         return copy.deepcopy(self._secrets.get((namespace, name)))
 
     async def get_namespace(self, name: str) -> Body | None:

@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Iterable
 
 from storage_token.kube.api import Kube
-from storage_token.kube.secret_watch import OnEvent, SecretWatch
+from storage_token.kube.list_watch import OnEvent, SecretWatch
 
 SecretKey = tuple[str, str]  # (namespace, name)
 

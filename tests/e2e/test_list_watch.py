@@ -1,17 +1,20 @@
-"""The operator's Secret watches on the real API server: only the Secrets it selects ever arrive,
-never with data, and what changed while no watch ran is reported on the next list."""
+"""The operator's own watches on the real API server: only the Secrets it selects ever arrive, never
+with data; every StorageToken arrives whole; and what changed while no watch ran is reported on the
+next list."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 
+from e2e_support import GROUP, VERSION, create_token, patch_token
 from kubernetes import client
 
 from storage_token.kube.api import Kube
-from storage_token.kube.secret_watch import SecretWatch
+from storage_token.kube.list_watch import SecretWatch, TokenWatch
 
 LABEL = "storagetoken.dev/token"
+TOKEN = {"providerRef": {"name": "nobody"}, "permissions": ["read"], "secret": {"name": "creds"}}
 
 
 def secret(name: str, labels: dict[str, str] | None = None) -> dict[str, object]:
@@ -92,3 +95,51 @@ async def test_lists_page_through_more_objects_than_one_page(api: client.ApiClie
     await kube.aclose()
     assert len(items) == 510 and version
     assert all("data" not in item for item in items)  # metadata only: no Secret's data reaches us
+
+
+async def test_the_token_watch_follows_every_token_whole_and_a_relist_reports_one_deleted_meanwhile(
+    api: client.ApiClient, namespace: str
+) -> None:
+    create_token(api, namespace, "before", **TOKEN)
+    events: list[tuple[str, dict[str, object]]] = []
+    kube = Kube(api)
+    watch = TokenWatch(kube, namespace, lambda kind, body: events.append((kind, body)))
+    task = asyncio.create_task(watch.run())
+
+    def seen(kind: str, name: str, label: str | None = None) -> bool:
+        for event_kind, body in events:
+            meta = body["metadata"]  # type: ignore[index]
+            if event_kind == kind and meta["name"] == name and (label is None or label in (meta.get("labels") or {})):  # type: ignore[index,operator]
+                return True
+        return False
+
+    try:
+        await wait_until(lambda: seen("ADDED", "before"))
+        create_token(api, namespace, "after", **TOKEN)
+        await wait_until(lambda: seen("ADDED", "after"))
+        patch_token(api, namespace, "after", {"metadata": {"labels": {"team": "a"}}})
+        await wait_until(lambda: seen("MODIFIED", "after", "team"))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    added = next(body for kind, body in events if kind == "ADDED" and body["metadata"]["name"] == "after")  # type: ignore[index]
+    assert added["spec"]["secret"]["name"] == "creds"  # type: ignore[index]  # whole objects, spec included
+
+    # Gone while no watch ran (its finalizers cleared, whoever set them): the next list says so.
+    custom = client.CustomObjectsApi(api)
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "storagetokens", "before", {"metadata": {"finalizers": None}}
+    )
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "storagetokens", "before")
+    for _ in range(100):
+        if not any(
+            t["metadata"]["name"] == "before"
+            for t in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "storagetokens")["items"]
+        ):
+            break
+        await asyncio.sleep(0.05)
+    await watch._relist()
+    await kube.aclose()
+    deleted = [body for kind, body in events if kind == "DELETED"]
+    assert [body["metadata"]["name"] for body in deleted] == ["before"]  # type: ignore[index]
+    assert set(deleted[0]) == {"metadata"}
