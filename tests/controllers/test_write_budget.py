@@ -86,3 +86,23 @@ async def test_a_repair_is_always_posted_with_its_reason(harness: Harness, provi
     (reason, message), *_ = harness.kube.events_for(NAME, NS)
     assert reason == "Renewed" and "SecretMissing" in message
     assert "(SecretMissing)" in str(harness.condition(NS, NAME, "Issuing")["message"])
+
+
+async def test_only_the_read_before_a_first_key_may_come_from_the_watch_cache(
+    harness: Harness, provider_type: str
+) -> None:
+    """Before a first key the Secret read only looks for one in the way, and a create that races a
+    stale answer fails anyway; once a key is recorded or intended, every read is the latest."""
+    provider = await harness.create_provider(provider_type)
+    mark = len(harness.kube.calls)
+    await harness.create_token(NS, NAME, provider, duration="1h", revokeGracePeriod="1m")
+    await harness.reconcile_token(NS, NAME)
+    reads = [c.args["any_version"] for c in harness.kube.calls[mark:] if c.method == "get_secret"]
+    assert reads[0] is True and not any(reads[1:]), reads  # the gather's read, then reads after the key
+
+    mark = len(harness.kube.calls)
+    renews_at = parse_time(str(harness.status(NS, NAME)["renewalTime"]))
+    assert renews_at is not None
+    await harness.run_until(renews_at + timedelta(minutes=2))
+    later = [c.args["any_version"] for c in harness.kube.calls[mark:] if c.method == "get_secret"]
+    assert later and not any(later)
