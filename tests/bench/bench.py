@@ -434,9 +434,7 @@ class OperatorBodies(HandWrittenBodies):
         self.finalizers = list(token["metadata"].get("finalizers") or [])
         self.status = json.dumps(token["status"])
         meta = secret["metadata"]
-        self.secret_meta = json.dumps(
-            {k: meta[k] for k in ("labels", "annotations", "ownerReferences") if meta.get(k)}
-        )
+        self.secret_meta = json.dumps({k: meta[k] for k in ("labels", "annotations", "ownerReferences") if meta.get(k)})
         self.secret_type, self.data = secret.get("type") or "Opaque", dict(secret.get("data") or {})
 
     def _named(self, text: str, name: str) -> Any:
