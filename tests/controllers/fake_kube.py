@@ -131,6 +131,9 @@ class FakeKube:
         self._rv = itertools.count(1)
         self._subscribers: list[WatchCallback] = []
         self._faults: list[Fault] = []
+        # What the watch cache answers next for a Secret (None: not there yet), once: a read of any
+        # version may be that far behind (tests set it; the store itself is always the latest).
+        self.stale_secret_reads: dict[tuple[str, str], Body | None] = {}
 
     # -- test helpers: faults, watch, direct manipulation ---------------------------
     def fail_next(
@@ -273,8 +276,12 @@ class FakeKube:
 
     # -- Kube: secrets and namespaces -----------------------------------------------
     async def get_secret(self, namespace: str, name: str, any_version: bool = False) -> Body | None:
-        # One store, no watch cache: any version is the latest here.
-        return await self._request("get_secret", locals(), lambda: self.get("Secret", namespace, name))
+        def read() -> Body | None:
+            if any_version and (namespace, name) in self.stale_secret_reads:
+                return copy.deepcopy(self.stale_secret_reads.pop((namespace, name)))
+            return self.get("Secret", namespace, name)
+
+        return await self._request("get_secret", locals(), read)
 
     async def create_secret(self, namespace: str, body: Body) -> Body | None:
         return await self._request(

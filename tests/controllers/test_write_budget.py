@@ -106,3 +106,40 @@ async def test_only_the_read_before_a_first_key_may_come_from_the_watch_cache(
     await harness.run_until(renews_at + timedelta(minutes=2))
     later = [c.args["any_version"] for c in harness.kube.calls[mark:] if c.method == "get_secret"]
     assert later and not any(later)
+
+
+async def test_a_stale_absent_answer_costs_one_key_revoked_and_leaves_the_foreign_secret_alone(
+    harness: Harness, provider_type: str
+) -> None:
+    """The watch cache has not seen a foreign Secret yet: the key is made, the create fails, the next
+    (latest) read finds the conflict, and the key goes; the foreign Secret is never written."""
+    h = harness
+    provider = await h.create_provider(provider_type)
+    h.kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": NAME, "namespace": NS}, "data": {}})
+    foreign = h.secret(NS, NAME)
+    h.kube.stale_secret_reads[(NS, NAME)] = None
+    await h.create_token(NS, NAME, provider, duration="1h")
+    await h.reconcile_token(NS, NAME)
+    h.advance(minutes=6)
+    await h.reconcile_all()
+
+    assert not h.kube.stale_secret_reads, "the stale answer was never asked for"
+    assert h.condition(NS, NAME)["reason"] == "SecretConflict"
+    assert h.live_key_ids(provider_type) == set()
+    assert h.secret(NS, NAME) == foreign
+    h.check_invariants()
+
+
+async def test_a_stale_foreign_answer_only_delays_the_first_key(harness: Harness, provider_type: str) -> None:
+    h = harness
+    provider = await h.create_provider(provider_type)
+    gone = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": NAME, "namespace": NS}, "data": {}}
+    h.kube.stale_secret_reads[(NS, NAME)] = gone  # deleted a moment ago; the watch cache still has it
+    await h.create_token(NS, NAME, provider, duration="1h")
+    await h.reconcile_token(NS, NAME)
+
+    assert not h.kube.stale_secret_reads, "the stale answer was never asked for"
+    assert "SecretConflict" in [reason for reason, _ in h.kube.events_for(NAME, NS)]  # blocked first, then
+    assert h.condition(NS, NAME)["status"] == "True", h.status(NS, NAME)  # issued on the next, latest read
+    assert len(h.live_key_ids(provider_type)) == 1
+    h.check_invariants()

@@ -232,7 +232,6 @@ async def test_any_number_of_open_watches_leaves_requests_their_connections() ->
     [
         (b'{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}', Conflict, None),
         (b'{"type": "ERROR", "object": {"kind": "Status", "code": 500, "reason": "InternalError"}}', ApiError, 500),
-        (b"not json at all", ApiError, 0),
     ],
 )
 async def test_watch_errors_list_again_only_when_the_version_expired(
@@ -385,3 +384,47 @@ async def test_a_token_gone_while_no_watch_ran_is_reported_deleted_by_its_identi
     ]
     # Who it was (enough to forget it), not a stale copy of what it held.
     assert seen[3][1] == {"metadata": {"namespace": "ns", "name": "a", "uid": "uid-a", "resourceVersion": "5"}}
+
+
+async def test_an_event_that_cannot_be_read_is_skipped_and_the_watch_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not JSON, nested past the parser's depth, or over the line limit: that one event is dropped, not the
+    watch (ending it would list every object again, and the same object's next event would end it again)."""
+    from storage_token.kube import api
+
+    monkeypatch.setattr(api, "WATCH_LINE_LIMIT", 4096)
+
+    def added(name: str) -> bytes:
+        return b'{"type": "ADDED", "object": {"metadata": {"name": "%s", "resourceVersion": "2"}}}' % name.encode()
+
+    deep = b'{"type": "ADDED", "object": {"metadata": {"name": "deep"}, "x": ' + b"[" * 2000 + b"]" * 2000 + b"}}"
+    huge = b'{"type": "ADDED", "object": {"metadata": {"name": "huge"}, "x": "' + b"y" * 10_000 + b'"}}'
+    body = b"\n".join([added("a"), b"not json at all", deep, huge, added("b"), b""])
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for start in range(0, len(body), 1000):  # in pieces: a line spans many chunks
+            writer.write(body[start : start + 1000])
+            await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    kube = kube_for(f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}")
+    names = [event["object"]["metadata"]["name"] async for event in kube.watch_custom("StorageToken", "ns", "1")]
+    await kube.aclose()
+    listener.close()
+    assert names == ["a", "b"]
+
+
+async def test_a_token_made_again_under_the_same_name_while_no_watch_ran_is_a_deletion_then_an_addition() -> None:
+    from storage_token.kube import list_watch
+
+    source = TokenSource([token("a", "5")], [])
+    seen: list[tuple[str, str]] = []
+    watch = list_watch.TokenWatch(source, None, lambda kind, body: seen.append((kind, body["metadata"]["uid"])))  # type: ignore[arg-type]
+    await watch._relist()
+    again = token("a", "9")
+    again["metadata"]["uid"] = "uid-a-2"
+    source.listed = [again]
+    await watch._relist()
+    assert seen == [("ADDED", "uid-a"), ("DELETED", "uid-a"), ("ADDED", "uid-a-2")]

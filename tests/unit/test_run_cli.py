@@ -135,3 +135,18 @@ def test_the_environment_and_the_defaults(monkeypatch: pytest.MonkeyPatch, start
     defaults, from_env = started
     assert (defaults.workers, defaults.metrics_port, defaults.health_port) == (32, 8080, 8081)
     assert (from_env.workers, from_env.metrics_port, from_env.sweep_interval.total_seconds()) == (3, 0, 30)
+
+
+def test_watched_namespaces_are_exact_names(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], started: list[Settings]
+) -> None:
+    """Each one becomes a watch path: a pattern or a stray character would watch nothing, silently."""
+    monkeypatch.setenv("STO_WATCH_NAMESPACES", "team-a, team-b,")
+    with pytest.raises(SystemExit):
+        main(["run"])
+    assert started[-1].namespaces == ("team-a", "team-b")
+
+    for bad in ("team-*", "Team-A", "team/a"):
+        assert main(["run", "--namespace", bad]) == 2
+        err = capsys.readouterr().err
+        assert f"{bad!r} is not a namespace name" in err and err.count("\n") == 1

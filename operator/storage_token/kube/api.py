@@ -6,6 +6,7 @@ waits for a thread, and bodies stay plain JSON dicts (no model deserialisation).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from kubernetes import client
 from storage_token.api.token import API_GROUP, API_VERSION
 from storage_token.kube.client import DEFAULT_TIMEOUTS, Timeouts, authorization_header, load_configuration, new_session
 
+log = logging.getLogger(__name__)
 Body = dict[str, Any]
 Patch = dict[str, Any] | list[dict[str, Any]]
 
@@ -70,12 +72,16 @@ def _custom_path(kind: str, namespace: str | None, name: str | None = None) -> s
     return f"/apis/{API_GROUP}/{API_VERSION}{scope}/{PLURALS[kind]}" + (f"/{name}" if name else "")
 
 
-def _watch_event(line: bytes) -> Body:
-    """One watch line; an ERROR event is a Conflict (list again) only when the version is too old."""
+def _watch_event(line: bytes) -> Body | None:
+    """One watch line (None: not JSON, skipped); an ERROR event is a Conflict (list again) only when
+    the version is too old."""
     try:
         event: Body = orjson.loads(line)
     except ValueError:
-        raise ApiError(0, "a watch event that is not JSON") from None
+        # One object's event (e.g. nested deeper than the parser goes) is dropped, not the watch: ending
+        # the watch would list every object again, and its next event would end it again.
+        log.warning("skipped a watch event that is not JSON (%d bytes)", len(line))
+        return None
     if event.get("type") == "ERROR":
         failure = event.get("object") or {}
         code = int(failure.get("code") or 0)
@@ -83,6 +89,30 @@ def _watch_event(line: bytes) -> Body:
             raise Conflict("watch resourceVersion too old")
         raise ApiError(code, str(failure.get("reason") or "watch error"))
     return event
+
+
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The non-empty lines of a stream. A line over WATCH_LINE_LIMIT is dropped whole (logged) and the
+    stream goes on; each chunk is searched once, so a long line costs its length, not its square."""
+    buffer = bytearray()
+    skipping = False
+    async for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if not skipping:
+                buffer += chunk[start:end]
+                if len(buffer) > WATCH_LINE_LIMIT:
+                    log.warning("skipped a watch event over %d bytes", WATCH_LINE_LIMIT)
+                elif buffer.strip():
+                    yield bytes(buffer)
+            buffer.clear()
+            skipping, start = False, end + 1
+        if not skipping:
+            buffer += chunk[start:]
+            if len(buffer) > WATCH_LINE_LIMIT:
+                log.warning("skipped a watch event over %d bytes", WATCH_LINE_LIMIT)
+                buffer.clear()
+                skipping = True
 
 
 def _secrets_path(namespace: str | None) -> str:
@@ -316,15 +346,10 @@ class Kube:
                     raise Conflict("watch resourceVersion too old")
                 if response.status >= 400:
                     raise _error(response.status, await response.text())
-                buffer = b""
-                async for chunk in response.content.iter_any():
-                    buffer += chunk
-                    *lines, buffer = buffer.split(b"\n")
-                    if len(buffer) > WATCH_LINE_LIMIT:
-                        raise ApiError(0, "a watch event over the size limit")
-                    for line in lines:
-                        if line.strip():
-                            yield _watch_event(line)
+                async for line in _lines(response.content.iter_any()):
+                    event = _watch_event(line)
+                    if event is not None:
+                        yield event
         except TimeoutError:
             raise ApiError(0, "the watch went silent") from None
         except aiohttp.ClientError as error:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 OnEvent = Callable[[str, Body], None]
 RETRY_SECONDS = (1.0, 30.0)  # first and longest wait after a failed list or watch
 RELIST_PAUSE = 0.5  # before listing again after a watch expired
+RELIST_BATCH = 100  # listed objects reported between two turns of the event loop
 Key = tuple[str, str]  # (namespace, name)
 
 
@@ -88,9 +89,10 @@ class ListWatch:
             except Exception as error:  # noqa: BLE001 - one scope's watch must outlive any bad answer
                 failures += 1
                 delay = min(RETRY_SECONDS[1], RETRY_SECONDS[0] * 2 ** min(failures, 6)) * random.uniform(0.8, 1.2)
-                # Once per outage: a watch the operator may not make (e.g. a namespaced install's
-                # credentials in its own namespace) stays refused, and the periodic recheck covers it.
-                level = logging.WARNING if failures == 1 else logging.DEBUG
+                # Not on every retry: a watch the operator may not make (e.g. a namespaced install's
+                # credentials in its own namespace) stays refused, and the periodic recheck covers it;
+                # but again every tenth (minutes apart), so a feed that stays down stays visible.
+                level = logging.WARNING if failures % 10 == 1 else logging.DEBUG
                 log.log(level, "%r: %s; retrying in %.0fs", self, _describe(error), delay)
                 await asyncio.sleep(delay)
 
@@ -113,12 +115,17 @@ class ListWatch:
         """List, and report what changed or vanished while no watch was running."""
         items, resource_version = await self._list()
         seen: dict[Key, Body] = {}
-        for item in items:
+        for index, item in enumerate(items):
+            if index and not index % RELIST_BATCH:
+                await asyncio.sleep(0)  # thousands of objects: let leases and workers run in between
             body = self._project(item)
             meta = body["metadata"]
             key = (str(meta["namespace"]), str(meta["name"]))
             seen[key] = self._remember(body)
             known = self._known.get(key)
+            if known is not None and known["metadata"].get("uid") != meta.get("uid"):
+                self._deliver("DELETED", known)  # deleted and made again under the same name meanwhile
+                known = None
             if known is None or known["metadata"]["resourceVersion"] != meta["resourceVersion"]:
                 self._deliver("ADDED" if known is None else "MODIFIED", body)
         for key, body in self._known.items():

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -161,6 +162,20 @@ def _flag_or_env(value: T | None, name: str, default: T, parse: Callable[[str], 
         raise ValueError(f"{name}: {error}") from None
 
 
+NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _namespaces(raw: list[str]) -> tuple[str, ...]:
+    """Exact names: each one is a watch path, so a pattern or a typo would watch nothing, silently."""
+    names = tuple(name.strip() for name in raw if name.strip())
+    for name in names:
+        if not NAMESPACE_NAME.fullmatch(name):
+            raise ValueError(
+                f"--namespace / STO_WATCH_NAMESPACES: {name!r} is not a namespace name (exact names only, no patterns)"
+            )
+    return names
+
+
 def _boolean(raw: str) -> bool:
     if raw.strip().lower() not in ("true", "false"):
         raise ValueError(f"must be true or false, not {raw!r}")
@@ -173,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
             cluster_id=args.cluster_id,
             install_id=args.install_id,
             operator_namespace=args.operator_namespace,
-            namespaces=tuple(args.namespace),
+            namespaces=_namespaces(args.namespace),
             workers=_flag_or_env(args.workers, "STO_WORKERS", Settings.workers, _workers),
             metrics_port=_flag_or_env(args.metrics_port, "STO_METRICS_PORT", Settings.metrics_port, _port),
             health_port=_flag_or_env(args.health_port, "STO_HEALTH_PORT", Settings.health_port, _port),
