@@ -53,7 +53,7 @@ def test_the_rendered_rules_are_valid_prometheus_rules(render: Render, promtool:
         [str(promtool), "check", "rules", RULES_FILE], cwd=tmp_path, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 3 rules found" in proc.stdout
+    assert "SUCCESS: 4 rules found" in proc.stdout
 
 
 def test_each_alert_fires_and_resolves_as_intended(render: Render, promtool: Path, tmp_path: Path) -> None:

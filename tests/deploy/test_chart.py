@@ -318,6 +318,7 @@ def test_service_monitor_and_alerts(render: Render) -> None:
         "StorageTokenExpiringWithoutRenewal",
         "StorageTokenIssuanceFailing",
         "StorageTokenRevocationsPending",
+        "StorageTokenWatchDown",
     }
     expiring = rules["StorageTokenExpiringWithoutRenewal"]["expr"]
     assert "storage_token_token_expiry_timestamp_seconds - time() < 600" in expiring
@@ -326,6 +327,12 @@ def test_service_monitor_and_alerts(render: Render) -> None:
     assert failing == 'increase(storage_token_issuances_total{result="failure"}[15m]) > 0'
     pending = rules["StorageTokenRevocationsPending"]
     assert (pending["expr"], pending["for"]) == ("storage_token_pending_revocations > 0", "30m")
+    down = rules["StorageTokenWatchDown"]
+    assert (down["expr"], down["for"], down["labels"]["severity"]) == (
+        "storage_token_token_watch_up == 0",
+        "5m",
+        "critical",
+    )
     assert all(rule["labels"]["team"] == "storage" for rule in rules.values())
     # Prometheus templating survives Helm's: the annotations still hold {{ $labels... }}.
     assert "{{ $labels.namespace }}" in rules["StorageTokenRevocationsPending"]["annotations"]["summary"]

@@ -31,5 +31,6 @@ def test_metrics_describe_tokens_providers_and_calls(
         'storage_token_provider_call_seconds_count{call="check",outcome="ok",provider="b2"}',
         'storage_token_reconciles_total{kind="tokens",result="ok"}',
         "storage_token_work_queue_depth",
+        'storage_token_token_watch_up{scope="*"} 1.0',  # a cluster-wide install: one scope, listed
     ):
         assert expected in text, expected

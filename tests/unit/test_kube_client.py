@@ -428,3 +428,30 @@ async def test_a_token_made_again_under_the_same_name_while_no_watch_ran_is_a_de
     source.listed = [again]
     await watch._relist()
     assert seen == [("ADDED", "uid-a"), ("DELETED", "uid-a"), ("ADDED", "uid-a-2")]
+
+
+async def test_a_token_watch_reports_down_after_a_failed_list_and_up_once_a_list_succeeds() -> None:
+    from storage_token.kube import list_watch
+
+    class Refused(TokenSource):
+        async def list_custom(self, kind: str, namespace: str | None = None) -> tuple[list[Any], str]:
+            self.lists += 1
+            if self.lists <= 2:
+                raise ApiError(403, "Forbidden")  # say its RBAC is restored between the second and third try
+            return self.listed, "10"
+
+    health: list[bool] = []
+    watch = list_watch.TokenWatch(Refused([token("a", "5")], []), "ns", lambda *_: None, health.append)  # type: ignore[arg-type]
+    original = list_watch.RETRY_SECONDS
+    list_watch.RETRY_SECONDS = (0.01, 0.01)
+    try:
+        task = asyncio.create_task(watch.run())
+        for _ in range(200):
+            if True in health:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        list_watch.RETRY_SECONDS = original
+    assert health == [False, False, True]

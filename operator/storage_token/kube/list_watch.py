@@ -22,6 +22,7 @@ from storage_token.kube.api import ApiError, Body, Conflict, Kube
 log = logging.getLogger(__name__)
 
 OnEvent = Callable[[str, Body], None]
+OnHealth = Callable[[bool], None]  # True once a list succeeded, False after a failed list or watch
 RETRY_SECONDS = (1.0, 30.0)  # first and longest wait after a failed list or watch
 RELIST_PAUSE = 0.5  # before listing again after a watch expired
 RELIST_BATCH = 100  # listed objects reported between two turns of the event loop
@@ -56,8 +57,8 @@ class ListWatch:
     """One scope (a namespace, or the cluster when None). Subclasses say how to list and watch, what
     a listener receives (`_project`) and what is kept to report a deletion (`_remember`)."""
 
-    def __init__(self, namespace: str | None, on_event: OnEvent) -> None:
-        self.namespace, self.on_event = namespace, on_event
+    def __init__(self, namespace: str | None, on_event: OnEvent, on_health: OnHealth | None = None) -> None:
+        self.namespace, self.on_event, self.on_health = namespace, on_event, on_health
         self._known: dict[Key, Body] = {}  # what `_remember` kept, as last seen
 
     async def _list(self) -> tuple[list[Body], str]:
@@ -79,6 +80,7 @@ class ListWatch:
             try:
                 resource_version = await self._relist()
                 failures = 0
+                self._health(True)
                 while True:
                     resource_version = await self._watch(resource_version)
             except asyncio.CancelledError:
@@ -88,6 +90,7 @@ class ListWatch:
                 continue
             except Exception as error:  # noqa: BLE001 - one scope's watch must outlive any bad answer
                 failures += 1
+                self._health(False)
                 delay = min(RETRY_SECONDS[1], RETRY_SECONDS[0] * 2 ** min(failures, 6)) * random.uniform(0.8, 1.2)
                 # Not on every retry: a watch the operator may not make (e.g. a namespaced install's
                 # credentials in its own namespace) stays refused, and the periodic recheck covers it;
@@ -95,6 +98,10 @@ class ListWatch:
                 level = logging.WARNING if failures % 10 == 1 else logging.DEBUG
                 log.log(level, "%r: %s; retrying in %.0fs", self, _describe(error), delay)
                 await asyncio.sleep(delay)
+
+    def _health(self, up: bool) -> None:
+        if self.on_health is not None:
+            self.on_health(up)
 
     def _deliver(self, event_type: str, body: Body) -> None:
         try:
@@ -176,8 +183,8 @@ class TokenWatch(ListWatch):
 
     KIND = "StorageToken"
 
-    def __init__(self, kube: Kube, namespace: str | None, on_event: OnEvent) -> None:
-        super().__init__(namespace, on_event)
+    def __init__(self, kube: Kube, namespace: str | None, on_event: OnEvent, on_health: OnHealth | None = None) -> None:
+        super().__init__(namespace, on_event, on_health)
         self.kube = kube
 
     def __repr__(self) -> str:

@@ -36,6 +36,12 @@ UNOWNED_KEYS = Gauge(
     ["provider"],
 )
 QUEUE_DEPTH = Gauge(f"{NAMESPACE}_work_queue_depth", "Objects waiting for a reconcile")
+TOKEN_WATCH_UP = Gauge(
+    f"{NAMESPACE}_token_watch_up",
+    "1 while the StorageToken watch of a scope (a namespace, or * for the cluster) has listed and follows; "
+    "0 from a failed list or watch until the next list succeeds",
+    ["scope"],
+)
 ROLLOUT_TARGETS = Gauge(
     f"{NAMESPACE}_rollout_targets",
     "Restart targets of the token's latest rotation (status.rollout total; 0 when nothing rolls out)",
@@ -105,6 +111,10 @@ def forget_token(namespace: str, name: str) -> None:
 
 def record_unowned_keys(provider: str, count: int) -> None:
     UNOWNED_KEYS.labels(provider).set(count)
+
+
+def set_token_watch_up(scope: str, up: bool) -> None:
+    TOKEN_WATCH_UP.labels(scope).set(1 if up else 0)
 
 
 def set_queue_depth(depth: int) -> None:

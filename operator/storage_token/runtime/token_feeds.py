@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable
+from functools import partial
 
 from storage_token.kube.api import Kube
 from storage_token.kube.list_watch import OnEvent, TokenWatch
+from storage_token.runtime import metrics
 
 
 class TokenFeeds:
     def __init__(self, kube: Kube, scopes: Iterable[str | None], on_event: OnEvent) -> None:
-        """`scopes`: the watched namespaces, or `[None]` for the whole cluster."""
-        self._watches = [TokenWatch(kube, scope, on_event) for scope in scopes]
+        """`scopes`: the watched namespaces, or `[None]` for the whole cluster. Each scope's health is the
+        `token_watch_up` gauge: down until its first list, so an operator that never lists is seen too."""
+        self._watches = []
+        for scope in scopes:
+            label = scope or "*"
+            metrics.set_token_watch_up(label, False)
+            self._watches.append(TokenWatch(kube, scope, on_event, partial(metrics.set_token_watch_up, label)))
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
