@@ -57,6 +57,14 @@ def targets(*names: str, kind: str = "Deployment") -> list[dict[str, str]]:
     return [{"kind": kind, "name": n} for n in names]
 
 
+async def with_consumers(h: Harness, *workloads: str, provider_type: str = "b2") -> ProviderInfo:
+    """The namespace, one Deployment per name reading the token's Secret, and a provider."""
+    h.kube.create_namespace(NS)
+    for workload in workloads:
+        h.kube.create(consumer(workload))
+    return await h.create_provider(provider_type)
+
+
 async def rotate(h: Harness, provider: ProviderInfo, workloads: list[str], name: str = NAME, **spec: Any) -> str:
     """Issue, let the workloads settle on it, renew; the old key id. The restart is due one interval later."""
     spec = {"revokeGracePeriod": "2m", "maxRevokeDelay": "30m", **spec}
@@ -80,10 +88,7 @@ async def test_the_old_key_lives_while_any_target_rolls_and_goes_when_the_last_s
     harness: Harness, provider_type: str
 ) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    for workload in ("web", "worker"):
-        h.kube.create(consumer(workload))
-    provider = await h.create_provider(provider_type)
+    provider = await with_consumers(h, "web", "worker", provider_type=provider_type)
     old = await rotate(h, provider, ["web", "worker"])
     rotated_at = h.now
     assert states(h) == {"web": "RestartPending", "worker": "RestartPending"}
@@ -118,9 +123,7 @@ async def test_the_old_key_lives_while_any_target_rolls_and_goes_when_the_last_s
 
 async def test_consumers_switching_within_the_grace_period_still_wait_for_its_end(harness: Harness) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    h.kube.create(consumer("web"))
-    provider = await h.create_provider("b2")
+    provider = await with_consumers(h, "web")
     old = await rotate(h, provider, ["web"])
     rotated_at = h.now
     await h.run_until(rotated_at + h.settings.restart_min_interval)
@@ -135,9 +138,7 @@ async def test_consumers_switching_within_the_grace_period_still_wait_for_its_en
 
 async def test_a_stuck_rollout_is_revoked_at_max_revoke_delay(harness: Harness) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    h.kube.create(consumer("web"))
-    provider = await h.create_provider("us3")
+    provider = await with_consumers(h, "web", provider_type="us3")
     old = await rotate(h, provider, ["web"])
     rotated_at = h.now
     await h.run_until(rotated_at + CEILING - timedelta(seconds=1))
@@ -156,9 +157,7 @@ async def test_a_stuck_rollout_is_revoked_at_max_revoke_delay(harness: Harness) 
 
 async def test_the_ceiling_never_passes_the_old_keys_expiry(harness: Harness) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    h.kube.create(consumer("web"))
-    provider = await h.create_provider("b2")
+    provider = await with_consumers(h, "web")
     await h.create_token(
         NS, NAME, provider, duration="1h", revokeGracePeriod="1m", maxRevokeDelay="720h", restartTargets=targets("web")
     )
@@ -196,10 +195,7 @@ async def test_targets_that_are_gone_or_do_not_read_the_secret_hold_nothing(harn
 
 async def test_a_workload_deleted_mid_rollout_no_longer_holds_the_old_key(harness: Harness) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    h.kube.create(consumer("web"))
-    h.kube.create(consumer("gone"))
-    provider = await h.create_provider("b2")
+    provider = await with_consumers(h, "web", "gone")
     old = await rotate(h, provider, ["web", "gone"])
     await h.run_until(h.now + GRACE)
     finish_rollout(h, "web")
@@ -211,9 +207,7 @@ async def test_a_workload_deleted_mid_rollout_no_longer_holds_the_old_key(harnes
 
 async def test_a_rotation_during_a_rollout_makes_every_old_key_wait_for_the_newest(harness: Harness) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    h.kube.create(consumer("web"))
-    provider = await h.create_provider("b2")
+    provider = await with_consumers(h, "web")
     first = await rotate(h, provider, ["web"])
     await h.run_until(h.now + h.settings.restart_min_interval)
     second = str(h.status(NS, NAME)["keyId"])
@@ -260,9 +254,7 @@ async def test_tokens_rotating_within_the_interval_restart_a_shared_workload_onc
 
 async def test_an_operator_restart_or_a_new_leader_restarts_nothing(harness: Harness) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    h.kube.create(consumer("web"))
-    provider = await h.create_provider("b2")
+    provider = await with_consumers(h, "web")
     await rotate(h, provider, ["web"])
     # The restart lands, then the operator dies before status records it.
     h.advance(h.settings.restart_min_interval)
@@ -289,9 +281,7 @@ async def test_an_operator_restart_or_a_new_leader_restarts_nothing(harness: Har
 
 async def test_a_failed_restart_is_retried_and_visible(harness: Harness) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    h.kube.create(consumer("web"))
-    provider = await h.create_provider("b2")
+    provider = await with_consumers(h, "web")
     old = await rotate(h, provider, ["web"])
     h.advance(h.settings.restart_min_interval)
     h.kube.fail_next("patch_workload", ApiError(503, "Service Unavailable"))
@@ -366,9 +356,7 @@ async def test_daemonsets_and_statefulsets_are_followed_too(harness: Harness) ->
 
 async def test_removing_the_targets_lets_waiting_keys_fall_back_to_the_grace_period(harness: Harness) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    h.kube.create(consumer("web"))
-    provider = await h.create_provider("b2")
+    provider = await with_consumers(h, "web")
     old = await rotate(h, provider, ["web"])
     await h.run_until(h.now + h.settings.restart_min_interval)
     await h.update_spec(NS, NAME, {"restartTargets": None})
@@ -420,9 +408,7 @@ async def test_losing_admission_revokes_keys_waiting_for_a_stuck_rollout_after_t
 
 async def test_a_restart_racing_another_token_s_restart_is_not_repeated(harness: Harness) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    h.kube.create(consumer("web"))
-    provider = await h.create_provider("b2")
+    provider = await with_consumers(h, "web")
     await rotate(h, provider, ["web"])
     before = h.kube.get("Deployment", NS, "web")
     assert before is not None
@@ -449,9 +435,7 @@ async def test_the_last_switch_and_the_revocation_it_releases_are_one_read_and_o
     harness: Harness, provider_type: str
 ) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    h.kube.create(consumer("web"))
-    provider = await h.create_provider(provider_type)
+    provider = await with_consumers(h, "web", provider_type=provider_type)
     old = await rotate(h, provider, ["web"])
     await h.run_until(h.now + GRACE + timedelta(minutes=1))  # restarted, rolling, past the floor
     assert states(h) == {"web": "Rolling"}
@@ -472,9 +456,7 @@ async def test_the_last_switch_and_the_revocation_it_releases_are_one_read_and_o
 
 async def test_a_crash_between_the_revocation_and_its_write_converges(harness: Harness, provider_type: str) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    h.kube.create(consumer("web"))
-    provider = await h.create_provider(provider_type)
+    provider = await with_consumers(h, "web", provider_type=provider_type)
     old = await rotate(h, provider, ["web"])
     await h.run_until(h.now + GRACE + timedelta(minutes=1))
     finish_rollout(h, "web")
@@ -500,10 +482,7 @@ async def test_a_rollout_the_watch_showed_finished_needs_no_read_and_anything_el
     harness: Harness,
 ) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    for workload in ("web", "worker"):
-        h.kube.create(consumer(workload))
-    provider = await h.create_provider("b2")
+    provider = await with_consumers(h, "web", "worker")
     old = await rotate(h, provider, ["web", "worker"])
     await h.run_until(h.now + GRACE + timedelta(minutes=1))
     assert states(h) == {"web": "Rolling", "worker": "Rolling"}
@@ -531,9 +510,7 @@ async def test_a_workload_recreated_under_the_same_name_is_not_judged_by_the_old
     harness: Harness,
 ) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    h.kube.create(consumer("web"))
-    provider = await h.create_provider("b2")
+    provider = await with_consumers(h, "web")
     old = await rotate(h, provider, ["web"])
     await h.run_until(h.now + GRACE + timedelta(minutes=1))
     finish_rollout(h, "web")
@@ -566,9 +543,7 @@ async def test_a_ceiling_at_the_floor_still_waits_the_whole_grace_period_after_t
     harness: Harness,
 ) -> None:
     h = harness
-    h.kube.create_namespace(NS)
-    h.kube.create(consumer("web"))
-    provider = await h.create_provider("b2")
+    provider = await with_consumers(h, "web")
     spec = {"restartTargets": targets("web"), "revokeGracePeriod": "1m", "maxRevokeDelay": "1m"}
     await h.create_token(NS, NAME, provider, duration="24h", **spec)
     await h.reconcile_token(NS, NAME)
